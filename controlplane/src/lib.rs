@@ -1,0 +1,1 @@
+//! The Kiln control plane: server, storage and API (see docs/protocol.md).

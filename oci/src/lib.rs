@@ -1,0 +1,1 @@
+//! OCI registry client and the Kiln provisioning image format (see docs/image-format.md).
