@@ -1,0 +1,1 @@
+//! QEMU test harness for the Kiln installer (see docs/testing.md).
