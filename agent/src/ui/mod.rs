@@ -1,2 +1,5 @@
-//! The console user interface: plain log lines on serial consoles today, the ratatui
-//! TUI on a display later. Every sink renders the same typed [`crate::events::Event`]s.
+//! The console user interface: sinks that render the agent's typed
+//! [`crate::events::Event`]s. Today every console gets [`plain`] lines; the ratatui TUI
+//! for displays will be another sink over the same events.
+
+pub mod plain;
