@@ -248,7 +248,9 @@ fn flag(key: &str, value: Option<&str>) -> Result<bool, String> {
     match value {
         None | Some("1" | "yes" | "true" | "on" | "y") => Ok(true),
         Some("0" | "no" | "false" | "off" | "n") => Ok(false),
-        Some(v) => Err(format!("{v:?} is not a boolean (use {key}=1 or {key}=0); ignored")),
+        Some(v) => Err(format!(
+            "{v:?} is not a boolean (use {key}=1 or {key}=0); ignored"
+        )),
     }
 }
 
@@ -283,11 +285,17 @@ mod tests {
                     p("console", Some("ttyS0,115200n8")),
                 ],
             ),
-            (r#""dyndbg=file a.c +p""#, vec![p("dyndbg", Some("file a.c +p"))]),
+            (
+                r#""dyndbg=file a.c +p""#,
+                vec![p("dyndbg", Some("file a.c +p"))],
+            ),
             ("empty= x", vec![p("empty", Some("")), p("x", None)]),
             (
                 "ip=10.0.0.2::10.0.0.1:255.255.255.0:h:eth0:none",
-                vec![p("ip", Some("10.0.0.2::10.0.0.1:255.255.255.0:h:eth0:none"))],
+                vec![p(
+                    "ip",
+                    Some("10.0.0.2::10.0.0.1:255.255.255.0:h:eth0:none"),
+                )],
             ),
         ];
         for (line, want) in cases {
@@ -340,9 +348,17 @@ mod tests {
     fn token_is_never_printed() {
         let parsed = Settings::parse("kiln.token=SECRET123");
         assert!(!format!("{:?}", parsed.settings).contains("SECRET123"));
-        assert!(!serde_json::to_string(&parsed.settings).unwrap().contains("SECRET123"));
+        assert!(
+            !serde_json::to_string(&parsed.settings)
+                .unwrap()
+                .contains("SECRET123")
+        );
         assert!(!format!("{parsed:?}").contains("SECRET123"));
-        assert!(!serde_json::to_string(&parsed).unwrap().contains("SECRET123"));
+        assert!(
+            !serde_json::to_string(&parsed)
+                .unwrap()
+                .contains("SECRET123")
+        );
     }
 
     #[test]

@@ -2,8 +2,11 @@
 //!
 //! The kernel lists its consoles in `/sys/class/tty/console/active` (e.g. `tty0 ttyS0`);
 //! `/dev/console` reaches only the last one, so the agent writes to each device itself.
-//! A console is a display when it is a virtual terminal bound to a real video console
-//! (VGA text or a framebuffer), not the dummy one a VT has without video.
+//! A console is a display when it is a virtual terminal and the machine has video the
+//! kernel can draw on: a framebuffer (UEFI GOP via simpledrm/efifb, a DRM driver), or,
+//! on a legacy BIOS boot, a PCI display controller in VGA text mode. The VGA text console
+//! claims to be bound even on a machine without any video device, and a VGA card is of
+//! no use on a UEFI boot without a framebuffer, so neither alone proves a display.
 
 use serde::Serialize;
 use std::path::Path;
@@ -29,6 +32,8 @@ pub struct Console {
 pub struct Consoles {
     pub list: Vec<Console>,
     pub display: bool,
+    /// What the display is drawn with (`framebuffer fb0`, `VGA text`), when there is one.
+    pub video: Option<String>,
 }
 
 impl Consoles {
@@ -64,17 +69,16 @@ pub fn parse_active(active: &str) -> Vec<String> {
 pub fn from_cmdline<'a>(values: impl IntoIterator<Item = &'a str>) -> Vec<String> {
     let mut names: Vec<String> = Vec::new();
     for v in values {
-        let name = v.split(',').next().unwrap_or("").trim_start_matches("/dev/");
+        let name = v
+            .split(',')
+            .next()
+            .unwrap_or("")
+            .trim_start_matches("/dev/");
         if !name.is_empty() && !names.iter().any(|n| n == name) {
             names.push(name.to_string());
         }
     }
     names
-}
-
-/// Whether a `/sys/class/vtconsole/*/name` entry is a real video console.
-pub fn is_video_vtconsole(name: &str) -> bool {
-    !name.contains("dummy")
 }
 
 /// Finds the consoles from sysfs (root `sys`, normally `/sys`); falls back to the
@@ -97,20 +101,46 @@ pub fn discover(sys: &Path, cmdline_consoles: &[String]) -> Consoles {
         })
         .collect();
     let has_vt = list.iter().any(|c| c.kind == Kind::Vt);
+    let video = if has_vt { video(sys) } else { None };
     Consoles {
-        display: has_vt && video_present(sys),
+        display: video.is_some(),
+        video,
         list,
     }
 }
 
-fn video_present(sys: &Path) -> bool {
-    let Ok(entries) = std::fs::read_dir(sys.join("class/vtconsole")) else {
-        return false;
+fn video(sys: &Path) -> Option<String> {
+    let names = |dir: &str| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(sys.join(dir))
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|e| e.file_name().to_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
     };
-    entries.flatten().any(|e| {
-        let read = |f: &str| std::fs::read_to_string(e.path().join(f)).unwrap_or_default();
-        read("bind").trim() == "1" && is_video_vtconsole(&read("name"))
-    })
+    // fb0, fb1 ... (not `fbcon`, which exists without any framebuffer).
+    let fb = names("class/graphics").into_iter().find(|n| {
+        n.strip_prefix("fb")
+            .is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+    });
+    if let Some(fb) = fb {
+        return Some(format!("framebuffer {fb}"));
+    }
+    let efi = sys.join("firmware/efi").is_dir();
+    let vga = names("bus/pci/devices").iter().any(|d| {
+        let class = std::fs::read_to_string(sys.join("bus/pci/devices").join(d).join("class"));
+        is_display_class(&class.unwrap_or_default())
+    });
+    (vga && !efi).then(|| "VGA text".to_string())
+}
+
+/// Whether a PCI class code (`0x030000`) is a display controller (base class 0x03).
+pub fn is_display_class(class: &str) -> bool {
+    let hex = class.trim().trim_start_matches("0x");
+    u32::from_str_radix(hex, 16).is_ok_and(|c| c >> 16 == 0x03)
 }
 
 #[cfg(test)]
@@ -144,85 +174,99 @@ mod tests {
         assert!(from_cmdline([""]).is_empty());
     }
 
-    fn fake_sys(active: Option<&str>, vtcons: &[(&str, &str)]) -> tempfile::TempDir {
+    fn fake_sys(active: Option<&str>, fb: bool, pci: &[&str], efi: bool) -> tempfile::TempDir {
         let d = tempfile::tempdir().unwrap();
+        if efi {
+            std::fs::create_dir_all(d.path().join("firmware/efi")).unwrap();
+        }
         if let Some(a) = active {
             std::fs::create_dir_all(d.path().join("class/tty/console")).unwrap();
             std::fs::write(d.path().join("class/tty/console/active"), a).unwrap();
         }
-        for (i, (bind, name)) in vtcons.iter().enumerate() {
-            let v = d.path().join(format!("class/vtconsole/vtcon{i}"));
-            std::fs::create_dir_all(&v).unwrap();
-            std::fs::write(v.join("bind"), bind).unwrap();
-            std::fs::write(v.join("name"), name).unwrap();
+        if fb {
+            std::fs::create_dir_all(d.path().join("class/graphics/fb0")).unwrap();
+        }
+        std::fs::create_dir_all(d.path().join("class/graphics/fbcon")).unwrap();
+        for (i, class) in pci.iter().enumerate() {
+            let p = d.path().join(format!("bus/pci/devices/0000:00:0{i}.0"));
+            std::fs::create_dir_all(&p).unwrap();
+            std::fs::write(p.join("class"), class).unwrap();
         }
         d
+    }
+
+    #[test]
+    fn display_classes() {
+        assert!(is_display_class("0x030000\n"));
+        assert!(is_display_class("0x038000"));
+        assert!(!is_display_class("0x020000"));
+        assert!(!is_display_class("junk"));
     }
 
     #[test]
     fn discover_table() {
         struct Case {
             active: Option<&'static str>,
-            vtcons: &'static [(&'static str, &'static str)],
+            fb: bool,
+            pci: &'static [&'static str],
             cmdline: &'static [&'static str],
             names: &'static [&'static str],
-            display: bool,
+            efi: bool,
+            video: Option<&'static str>,
         }
+        const NIC: &str = "0x020000";
+        const VGA: &str = "0x030000";
+        let case = |active, fb, pci, efi, cmdline, names, video| Case {
+            active,
+            fb,
+            pci,
+            cmdline,
+            names,
+            efi,
+            video,
+        };
+        let both: &[&str] = &["tty0", "ttyS0"];
         let cases = [
             // Headless VM: serial only.
-            Case {
-                active: Some("ttyS0\n"),
-                vtcons: &[("1", "(S) dummy device\n")],
-                cmdline: &[],
-                names: &["ttyS0"],
-                display: false,
-            },
-            // Display + serial with VGA text console.
-            Case {
-                active: Some("tty0 ttyS0\n"),
-                vtcons: &[("1", "(S) VGA+\n")],
-                cmdline: &[],
-                names: &["tty0", "ttyS0"],
-                display: true,
-            },
-            // UEFI framebuffer console (dummy unbound, fbcon bound).
-            Case {
-                active: Some("tty0 ttyS0\n"),
-                vtcons: &[("0", "(S) dummy device\n"), ("1", "(M) frame buffer device\n")],
-                cmdline: &[],
-                names: &["tty0", "ttyS0"],
-                display: true,
-            },
-            // VT asked for but no video: not a display.
-            Case {
-                active: Some("tty0\n"),
-                vtcons: &[("1", "(S) dummy device\n")],
-                cmdline: &[],
-                names: &["tty0"],
-                display: false,
-            },
+            case(Some("ttyS0\n"), false, &[NIC], false, &[], &["ttyS0"], None),
+            // Legacy BIOS with a VGA card: VGA text console.
+            case(
+                Some("tty0 ttyS0\n"),
+                false,
+                &[NIC, VGA],
+                false,
+                &[],
+                both,
+                Some("VGA text"),
+            ),
+            // UEFI framebuffer.
+            case(
+                Some("tty0 ttyS0\n"),
+                true,
+                &[NIC],
+                true,
+                &[],
+                both,
+                Some("framebuffer fb0"),
+            ),
+            // UEFI with a VGA card but no framebuffer (bootloader passed none): nothing shows.
+            case(Some("tty0 ttyS0\n"), false, &[VGA], true, &[], both, None),
+            // VT asked for but no video at all (vgacon still claims the VT): not a display.
+            case(Some("tty0 ttyS0\n"), false, &[NIC], false, &[], both, None),
+            // Video present but no VT console active: not shown there.
+            case(Some("ttyS0\n"), true, &[VGA], false, &[], &["ttyS0"], None),
             // No sysfs: fall back to console=, then to /dev/console.
-            Case {
-                active: None,
-                vtcons: &[],
-                cmdline: &["ttyS1"],
-                names: &["ttyS1"],
-                display: false,
-            },
-            Case {
-                active: None,
-                vtcons: &[],
-                cmdline: &[],
-                names: &["console"],
-                display: false,
-            },
+            case(None, false, &[], false, &["ttyS1"], &["ttyS1"], None),
+            case(None, false, &[], false, &[], &["console"], None),
         ];
         for c in cases {
-            let sys = fake_sys(c.active, c.vtcons);
+            let sys = fake_sys(c.active, c.fb, c.pci, c.efi);
             let cmd: Vec<String> = c.cmdline.iter().map(|s| s.to_string()).collect();
             let got = discover(sys.path(), &cmd);
             assert_eq!(got.names(), c.names, "{:?}", c.active);
-            assert_eq!(got.display, c.display, "{:?} {:?}", c.active, c.vtcons);
+            let why = format!("{:?} fb={} pci={:?} efi={}", c.active, c.fb, c.pci, c.efi);
+            assert_eq!(got.video.as_deref(), c.video, "{why}");
+            assert_eq!(got.display, c.video.is_some(), "{why}");
         }
     }
 }

@@ -61,7 +61,8 @@ pub enum Event {
     Init {
         pid: i32,
         consoles: Vec<String>,
-        display: bool,
+        /// The display's video (`framebuffer fb0`, `VGA text`); `None` when headless.
+        video: Option<String>,
     },
     /// The filesystems mounted, read back from /proc/self/mountinfo.
     Mounts { mounts: Vec<MountEntry> },
@@ -119,12 +120,14 @@ impl fmt::Display for Event {
             Event::Init {
                 pid,
                 consoles,
-                display,
+                video,
             } => write!(
                 f,
                 "running as pid {pid}; consoles: {}; display: {}",
                 consoles.join(" "),
-                if *display { "yes" } else { "no (headless)" }
+                video
+                    .as_ref()
+                    .map_or("no (headless)".to_string(), |v| format!("yes ({v})"))
             ),
             Event::Mounts { mounts } => {
                 f.write_str("mounted:")?;

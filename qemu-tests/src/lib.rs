@@ -142,14 +142,20 @@ impl GuestBuilder {
         push(&["-display", "none", "-monitor", "none", "-serial", "stdio"]);
         push(&["-vga", if self.display { "std" } else { "none" }]);
         push(&["-no-reboot", "-device", "virtio-rng-pci"]);
-        push(&["-qmp", &format!("unix:{},server=on,wait=off", dir.join("qmp.sock").display())]);
+        push(&[
+            "-qmp",
+            &format!("unix:{},server=on,wait=off", dir.join("qmp.sock").display()),
+        ]);
         if self.firmware == Firmware::Ovmf {
             let vars = dir.join("OVMF_VARS.fd");
             std::fs::copy(artifacts::OVMF_VARS, &vars)
                 .with_context(|| format!("copying {} (apt install ovmf)", artifacts::OVMF_VARS))?;
             push(&[
                 "-drive",
-                &format!("if=pflash,format=raw,unit=0,readonly=on,file={}", artifacts::OVMF_CODE),
+                &format!(
+                    "if=pflash,format=raw,unit=0,readonly=on,file={}",
+                    artifacts::OVMF_CODE
+                ),
                 "-drive",
                 &format!("if=pflash,format=raw,unit=1,file={}", vars.display()),
             ]);
@@ -190,13 +196,22 @@ impl GuestBuilder {
         }
         if need_xhci {
             // The controller must exist before the devices on it.
-            let at = a.iter().position(|x| x.starts_with("usb-storage")).unwrap_or(a.len()) - 1;
-            a.splice(at..at, ["-device".to_string(), "qemu-xhci,id=xhci".to_string()]);
+            let at = a
+                .iter()
+                .position(|x| x.starts_with("usb-storage"))
+                .unwrap_or(a.len())
+                - 1;
+            a.splice(
+                at..at,
+                ["-device".to_string(), "qemu-xhci,id=xhci".to_string()],
+            );
         }
         for (i, d) in self.disks.iter().enumerate() {
             let file = d.path.display();
             a.push("-drive".into());
-            a.push(format!("if=none,id=disk{i},format=raw,cache=unsafe,file={file}"));
+            a.push(format!(
+                "if=none,id=disk{i},format=raw,cache=unsafe,file={file}"
+            ));
             a.push("-device".into());
             let boot = if matches!(self.boot, Boot::Disk) && i == 0 {
                 ",bootindex=0"
@@ -206,7 +221,11 @@ impl GuestBuilder {
             a.push(match d.bus {
                 Bus::Virtio => format!("virtio-blk-pci,drive=disk{i},serial={}{boot}", d.serial),
                 Bus::Nvme => format!("nvme,drive=disk{i},serial={}{boot}", d.serial),
-                Bus::Sata => format!("ide-hd,drive=disk{i},bus=ide.{},serial={}{boot}", i + 1, d.serial),
+                Bus::Sata => format!(
+                    "ide-hd,drive=disk{i},bus=ide.{},serial={}{boot}",
+                    i + 1,
+                    d.serial
+                ),
             });
         }
         a.extend(self.extra.iter().cloned());
@@ -220,7 +239,9 @@ impl GuestBuilder {
             .tempdir()
             .context("creating the guest's temp dir")?;
         let args = self.command_line(dir.path())?;
-        let log_path = artifacts::out_dir().join("test-logs").join(format!("{}.serial.log", self.name));
+        let log_path = artifacts::out_dir()
+            .join("test-logs")
+            .join(format!("{}.serial.log", self.name));
         std::fs::create_dir_all(log_path.parent().unwrap_or(Path::new(".")))?;
         let mut log = std::fs::File::create(&log_path)
             .with_context(|| format!("creating {}", log_path.display()))?;
@@ -239,7 +260,12 @@ impl GuestBuilder {
         copy_out(stdout, serial.clone(), Some(log));
         copy_out(stderr, serial.clone(), None);
         let stdin = child.stdin.take();
-        eprintln!("[{}] qemu started ({}), serial log {}", self.name, accel_name(), log_path.display());
+        eprintln!(
+            "[{}] qemu started ({}), serial log {}",
+            self.name,
+            accel_name(),
+            log_path.display()
+        );
         Ok(Guest {
             name: self.name,
             child,
@@ -319,14 +345,26 @@ impl Guest {
         let mut t = self.serial.text.lock().unwrap_or_else(|e| e.into_inner());
         loop {
             // Only whole lines: a line still being printed may not have its end yet.
+            // Work on bytes: firmware prints escape codes and bytes that are not UTF-8.
             let bytes = &t.0[self.cursor..];
             let complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-            let hay = String::from_utf8_lossy(&bytes[..complete]).into_owned();
-            if let Some(at) = hay.find(needle) {
-                let start = hay[..at].rfind('\n').map_or(0, |i| i + 1);
-                let end = hay[at..].find('\n').map_or(hay.len(), |i| at + i);
-                let line = hay[start..end].trim_end_matches('\r').to_string();
-                self.cursor += end.min(hay.len());
+            let hay = &bytes[..complete];
+            let found = hay
+                .windows(needle.len().max(1))
+                .position(|w| w == needle.as_bytes());
+            if let Some(at) = found {
+                let start = hay[..at]
+                    .iter()
+                    .rposition(|&b| b == b'\n')
+                    .map_or(0, |i| i + 1);
+                let end = hay[at..]
+                    .iter()
+                    .position(|&b| b == b'\n')
+                    .map_or(hay.len(), |i| at + i);
+                let line = String::from_utf8_lossy(&hay[start..end])
+                    .trim_end_matches('\r')
+                    .to_string();
+                self.cursor += end;
                 return Ok(line);
             }
             let now = Instant::now();
@@ -367,7 +405,10 @@ impl Guest {
             }
             if Instant::now() >= deadline {
                 self.failed = true;
-                bail!("[{}] QEMU still running {timeout:?} after power-off was asked", self.name);
+                bail!(
+                    "[{}] QEMU still running {timeout:?} after power-off was asked",
+                    self.name
+                );
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -461,7 +502,15 @@ pub fn kvm_works() -> bool {
             return false;
         }
         let child = Command::new("qemu-system-x86_64")
-            .args(["-accel", "kvm", "-cpu", "host", "-machine", "q35", "-nodefaults"])
+            .args([
+                "-accel",
+                "kvm",
+                "-cpu",
+                "host",
+                "-machine",
+                "q35",
+                "-nodefaults",
+            ])
             .args(["-display", "none", "-S"])
             .args(["-monitor", "stdio"])
             .stdin(Stdio::piped())

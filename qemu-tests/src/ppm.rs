@@ -74,7 +74,12 @@ mod tests {
     fn blank_and_not_blank() {
         let blank = parse(&ppm(2, 2, &[[0, 0, 0]; 4])).unwrap();
         assert_eq!(blank.non_background_pixels(), 0);
-        let text = parse(&ppm(2, 2, &[[0, 0, 0], [170, 170, 170], [0, 0, 0], [0, 0, 0]])).unwrap();
+        let text = parse(&ppm(
+            2,
+            2,
+            &[[0, 0, 0], [170, 170, 170], [0, 0, 0], [0, 0, 0]],
+        ))
+        .unwrap();
         assert_eq!(text.non_background_pixels(), 1);
     }
 

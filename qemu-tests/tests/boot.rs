@@ -14,16 +14,36 @@ const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// What every boot must show: banner first, PID 1, mounts, display or headless.
 fn check_started(g: &mut Guest, name: &str, efi: bool, display: bool) -> Result<()> {
+    check_started_with(
+        g,
+        name,
+        efi,
+        display.then_some(if efi { "framebuffer" } else { "VGA text" }),
+    )
+}
+
+/// `video`: what the agent must report drawing the display with, or `None` for headless.
+fn check_started_with(g: &mut Guest, name: &str, efi: bool, video: Option<&str>) -> Result<()> {
     let banner = g.expect("kiln-agent ", BOOT)?;
     let took = g.elapsed();
     ensure!(
         banner.starts_with(&format!("kiln-agent {VERSION} started ")),
         "banner line {banner:?} does not begin with kiln-agent {VERSION}"
     );
-    eprintln!("TIMING {name}: qemu start -> banner {:.1} s ({banner})", took.as_secs_f64());
+    eprintln!(
+        "TIMING {name}: qemu start -> banner {:.1} s ({banner})",
+        took.as_secs_f64()
+    );
     let init = g.expect("running as pid ", STEP)?;
-    ensure!(init.contains("running as pid 1;"), "agent is not PID 1: {init}");
-    let want = if display { "display: yes" } else { "display: no" };
+    ensure!(
+        init.contains("running as pid 1;"),
+        "agent is not PID 1: {init}"
+    );
+    let want = if display {
+        "display: yes"
+    } else {
+        "display: no"
+    };
     ensure!(init.contains(want), "expected {want:?}: {init}");
     let mounts = g.expect("mounted:", STEP)?;
     let mut need = vec![
@@ -51,7 +71,10 @@ fn check_started(g: &mut Guest, name: &str, efi: bool, display: bool) -> Result<
 fn check_poweroff(g: &mut Guest, reason: &str) -> Result<()> {
     g.expect(&format!("poweroff: {reason}"), STEP)?;
     let status = g.wait_exit(STEP)?;
-    ensure!(status.success(), "QEMU exited with {status} after power-off");
+    ensure!(
+        status.success(),
+        "QEMU exited with {status} after power-off"
+    );
     Ok(())
 }
 
@@ -100,11 +123,18 @@ fn iso(name: &str, firmware: Firmware, media: Media, display: bool) -> Result<()
         g.screendump(&shot)?;
         let img = ppm::parse(&std::fs::read(&shot)?)?;
         let lit = img.non_background_pixels();
-        eprintln!("{name}: screen {}x{}, {lit} non-background pixels", img.width, img.height);
+        eprintln!(
+            "{name}: screen {}x{}, {lit} non-background pixels",
+            img.width, img.height
+        );
         if lit < 500 {
             g.fail();
         }
-        ensure!(lit >= 500, "the display looks blank ({lit} non-background pixels): {}", shot.display());
+        ensure!(
+            lit >= 500,
+            "the display looks blank ({lit} non-background pixels): {}",
+            shot.display()
+        );
     }
     g.type_line("poweroff")?;
     check_poweroff(&mut g, "typed on /dev/ttyS0")

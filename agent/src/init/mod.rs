@@ -57,7 +57,10 @@ pub fn run() -> ! {
     } else {
         Level::Info
     };
-    reporter.add_sink(Box::new(PlainSink::new(open_consoles(&consoles), min_level)));
+    reporter.add_sink(Box::new(PlainSink::new(
+        open_consoles(&consoles),
+        min_level,
+    )));
 
     reporter.emit(Event::Banner {
         version: crate::VERSION.into(),
@@ -66,7 +69,7 @@ pub fn run() -> ! {
     reporter.emit(Event::Init {
         pid: rustix::process::getpid().as_raw_nonzero().get(),
         consoles: consoles.names(),
-        display: consoles.display,
+        video: consoles.video.clone(),
     });
     for f in mount_failures {
         reporter.emit(Event::MountFailed {
@@ -149,7 +152,9 @@ fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
 /// The agent's work. Network bring-up, registration and provisioning plug in here.
 fn work(ctx: &Context) -> anyhow::Result<()> {
     if ctx.cmdline.settings.poweroff {
-        return Err(power::act(&ctx.reporter, PowerAction::Poweroff, "kiln.poweroff is set").into());
+        return Err(
+            power::act(&ctx.reporter, PowerAction::Poweroff, "kiln.poweroff is set").into(),
+        );
     }
     Ok(())
 }
@@ -254,7 +259,9 @@ fn run_shell(reporter: &Reporter, tty: &str) {
         warn(reporter, format!("cannot open {tty} for a shell"));
         return;
     };
-    reporter.emit(Event::info(format!("starting a shell on {tty}; exit to return")));
+    reporter.emit(Event::info(format!(
+        "starting a shell on {tty}; exit to return"
+    )));
     let spawned = reaper::spawn(
         std::process::Command::new("/bin/sh")
             .arg("-l")

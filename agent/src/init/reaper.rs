@@ -93,7 +93,10 @@ pub fn reap_orphans() -> Vec<(i32, String)> {
             return;
         };
         for entry in dir.flatten() {
-            let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok())
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<i32>().ok())
             else {
                 continue;
             };

@@ -36,8 +36,9 @@ fn name(signal: i32) -> &'static str {
 
 /// Installs the handlers and starts the thread that acts on them.
 pub fn start(reporter: Arc<Reporter>) -> std::io::Result<()> {
-    let mut signals =
-        signal_hook::iterator::Signals::new([SIGCHLD, SIGHUP, SIGINT, SIGPWR, SIGTERM, SIGUSR1, SIGUSR2])?;
+    let mut signals = signal_hook::iterator::Signals::new([
+        SIGCHLD, SIGHUP, SIGINT, SIGPWR, SIGTERM, SIGUSR1, SIGUSR2,
+    ])?;
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {

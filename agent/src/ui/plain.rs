@@ -90,10 +90,7 @@ mod tests {
                 ),
                 "[   12.345] WARN: kernel parameter kiln.x: unknown key",
             ),
-            (
-                rec(Event::info("ready"), 7),
-                "[    0.007] ready",
-            ),
+            (rec(Event::info("ready"), 7), "[    0.007] ready"),
         ];
         for (r, want) in cases {
             assert_eq!(render(&r), want);
