@@ -39,12 +39,8 @@ fn check_started_with(g: &mut Guest, name: &str, efi: bool, video: Option<&str>)
         init.contains("running as pid 1;"),
         "agent is not PID 1: {init}"
     );
-    let want = if display {
-        "display: yes"
-    } else {
-        "display: no"
-    };
-    ensure!(init.contains(want), "expected {want:?}: {init}");
+    let want = video.map_or("display: no".to_string(), |v| format!("display: yes ({v}"));
+    ensure!(init.contains(&want), "expected {want:?}: {init}");
     let mounts = g.expect("mounted:", STEP)?;
     let mut need = vec![
         "/proc(proc)",
