@@ -1,3 +1,691 @@
 //! Network bring-up in the installer: links, DHCPv4, static `ip=`, DNS and the clock.
 //!
-//! Not built yet (issue 3).
+//! [`bring_up`] runs the phases in order, each reported as a typed [`NetEvent`]:
+//! VLANs from `vlan=`, every Ethernet link up, a bounded wait for carrier, then per `ip=`
+//! either a static configuration or DHCP on every NIC with carrier at once (first lease
+//! wins unless `BOOTIF=`/`kiln.ifname=` names the NIC), addresses/routes/MTU via netlink,
+//! `/etc/resolv.conf`, the hostname, and SNTP. A background thread keeps DHCP leases
+//! renewed for the agent's whole life and starts over on NAK or expiry.
+//!
+//! See docs/network.md for the design choices.
+
+pub mod clock;
+pub mod cmdline;
+pub mod dhcp;
+pub mod events;
+pub mod inventory;
+pub mod netlink;
+pub mod resolv;
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+pub use cmdline::{IpParam, MacAddr, NetworkConfig, NicSelector, NtpServer, ParamError, StaticIp};
+pub use dhcp::Lease;
+pub use events::NetEvent;
+use netlink::{Link, Netlink};
+
+/// Where events go. Shared with the renewal thread, hence `Arc` + `Send + Sync`.
+pub type Emitter = Arc<dyn Fn(NetEvent) + Send + Sync>;
+
+/// Knobs with installer defaults; tests point the paths at temp dirs and turn off the
+/// parts that would change the host (hostname, clock).
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Root under which `etc/resolv.conf` and `etc/hostname` are written.
+    pub root: PathBuf,
+    /// sysfs root (link speeds).
+    pub sysfs: PathBuf,
+    /// Longest wait for any carrier.
+    pub carrier_timeout: Duration,
+    /// Once one NIC has carrier, how much longer to wait for the others.
+    pub carrier_grace: Duration,
+    /// Longest wait for a DHCP lease.
+    pub dhcp_timeout: Duration,
+    /// Total SNTP budget.
+    pub ntp_timeout: Duration,
+    pub set_hostname: bool,
+    pub set_clock: bool,
+    /// Keep leases renewed in a background thread.
+    pub renew: bool,
+    pub dhcp_timing: dhcp::Timing,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            root: PathBuf::from("/"),
+            sysfs: inventory::sysfs_root(),
+            carrier_timeout: Duration::from_secs(10),
+            carrier_grace: Duration::from_secs(2),
+            dhcp_timeout: Duration::from_secs(60),
+            ntp_timeout: Duration::from_secs(6),
+            set_hostname: true,
+            set_clock: true,
+            renew: true,
+            dhcp_timing: dhcp::Timing::default(),
+        }
+    }
+}
+
+/// One configured interface.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Configured {
+    pub ifname: String,
+    pub address: Ipv4Addr,
+    pub prefix_len: u8,
+    pub gateway: Option<Ipv4Addr>,
+    /// The DHCP lease, for DHCP-configured interfaces.
+    pub lease: Option<Lease>,
+}
+
+/// The network once up. Dropping it stops the renewal thread (leases stay applied).
+#[derive(Debug)]
+pub struct Network {
+    pub interfaces: Vec<Configured>,
+    pub dns: Vec<Ipv4Addr>,
+    pub search: Vec<String>,
+    pub ntp: Vec<NtpServer>,
+    /// Clock offset applied by SNTP, ns (None: not set).
+    pub clock_offset_nanos: Option<i128>,
+    stop: Arc<AtomicBool>,
+    renewers: Vec<JoinHandle<()>>,
+}
+
+impl Network {
+    /// Stops the renewal threads and waits for them.
+    pub fn shutdown(mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for h in self.renewers.drain(..) {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for Network {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Brings the network up as `cfg` says. Errors only when no interface could be configured.
+pub fn bring_up(cfg: &NetworkConfig, opts: &Options, emit: Emitter) -> anyhow::Result<Network> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut net = Network {
+        interfaces: Vec::new(),
+        dns: Vec::new(),
+        search: Vec::new(),
+        ntp: Vec::new(),
+        clock_offset_nanos: None,
+        stop: stop.clone(),
+        renewers: Vec::new(),
+    };
+    let mut nl = Netlink::open()?;
+    if let Some(lo) = nl.links()?.into_iter().find(|l| l.name == "lo") {
+        nl.set_up(lo.index).context("bringing up lo")?;
+    }
+    if cfg.is_off() {
+        return Ok(net);
+    }
+    create_vlans(&mut nl, cfg, &*emit)?;
+    let links = ethernet_links(&mut nl, cfg)?;
+    if links.is_empty() {
+        bail!("no Ethernet interface found (is the NIC driver in the installer kernel?)");
+    }
+    for l in &links {
+        nl.set_up(l.index)?;
+    }
+    let with_carrier = wait_for_carrier(&mut nl, &links, cfg, opts, &*emit)?;
+    let preferred = preferred_link(&links, cfg);
+
+    let params = if cfg.ip.is_empty() {
+        vec![IpParam::Dhcp {
+            device: None,
+            mtu: None,
+        }]
+    } else {
+        cfg.ip.clone()
+    };
+    let mut hostname = None;
+    let mut ntp_from_net: Vec<Ipv4Addr> = Vec::new();
+    let mut dns = cfg.nameservers.clone();
+    let mut search = Vec::new();
+    for p in &params {
+        match p {
+            IpParam::Off => {}
+            IpParam::Static(s) => {
+                let link = match &s.device {
+                    Some(d) => links
+                        .iter()
+                        .find(|l| &l.name == d)
+                        .with_context(|| format!("ip=: no Ethernet interface named {d}"))?,
+                    None => preferred
+                        .or_else(|| with_carrier.first())
+                        .or(links.first())
+                        .context("ip=: no interface to configure")?,
+                };
+                let routes: Vec<_> = s
+                    .gateway
+                    .map(|g| dhcp::wire::ClasslessRoute {
+                        destination: Ipv4Addr::UNSPECIFIED,
+                        prefix_len: 0,
+                        gateway: g,
+                    })
+                    .into_iter()
+                    .collect();
+                apply_address(
+                    &mut nl,
+                    link,
+                    s.address,
+                    s.prefix_len,
+                    &routes,
+                    s.mtu,
+                    &*emit,
+                )?;
+                dns.extend(&s.dns);
+                ntp_from_net.extend(&s.ntp);
+                hostname = hostname.or(s.hostname.clone());
+                net.interfaces.push(Configured {
+                    ifname: link.name.clone(),
+                    address: s.address,
+                    prefix_len: s.prefix_len,
+                    gateway: s.gateway,
+                    lease: None,
+                });
+            }
+            IpParam::Dhcp { device, mtu } => {
+                let candidates: Vec<&Link> = match device {
+                    Some(d) => links.iter().filter(|l| &l.name == d).collect(),
+                    None => with_carrier.iter().collect(),
+                };
+                if candidates.is_empty() {
+                    match device {
+                        Some(d) => bail!("ip={d}:dhcp: no Ethernet interface named {d}"),
+                        None => bail!("no network interface has a link (cable?) for DHCP"),
+                    }
+                }
+                let want = match device {
+                    Some(_) => None,
+                    None => preferred.map(|l| l.name.clone()),
+                };
+                let lease = race_dhcp(&candidates, want.as_deref(), opts, &emit)?;
+                let link = links
+                    .iter()
+                    .find(|l| l.name == lease.ifname)
+                    .context("leased interface vanished")?;
+                let lease_mtu = mtu.or(lease.mtu.map(u32::from));
+                apply_address(
+                    &mut nl,
+                    link,
+                    lease.address,
+                    lease.prefix_len,
+                    &lease.routes(),
+                    lease_mtu,
+                    &*emit,
+                )?;
+                dns.extend(&lease.dns);
+                search.extend(lease.search_domains());
+                ntp_from_net.extend(&lease.ntp);
+                hostname = hostname.or(lease.hostname.clone());
+                if opts.renew && lease.lease_secs != u32::MAX {
+                    net.renewers.push(spawn_renewer(
+                        link.clone(),
+                        lease.clone(),
+                        opts.clone(),
+                        stop.clone(),
+                        emit.clone(),
+                    )?);
+                }
+                net.interfaces.push(Configured {
+                    ifname: link.name.clone(),
+                    address: lease.address,
+                    prefix_len: lease.prefix_len,
+                    gateway: lease.gateway(),
+                    lease: Some(lease),
+                });
+            }
+        }
+    }
+
+    dedup(&mut dns);
+    dedup(&mut search);
+    resolv::write(&opts.root, &dns, &search)?;
+    emit(NetEvent::Dns {
+        servers: dns.iter().take(resolv::MAX_NAMESERVERS).copied().collect(),
+        search: search.clone(),
+    });
+    if let Some(h) = &hostname {
+        resolv::write_hostname(&opts.root, h)?;
+        if opts.set_hostname {
+            rustix::system::sethostname(h.as_bytes())
+                .with_context(|| format!("setting hostname {h}"))?;
+        }
+        emit(NetEvent::Hostname { name: h.clone() });
+    }
+    net.dns = dns;
+    net.search = search;
+    net.ntp = if cfg.ntp.is_empty() {
+        ntp_from_net
+            .iter()
+            .map(|a| NtpServer {
+                host: a.to_string(),
+                port: 123,
+            })
+            .collect()
+    } else {
+        cfg.ntp.clone()
+    };
+    net.clock_offset_nanos =
+        clock::sync_and_step(&net.ntp, opts.ntp_timeout, opts.set_clock, &*emit);
+    Ok(net)
+}
+
+fn dedup<T: PartialEq + Clone>(v: &mut Vec<T>) {
+    let mut out: Vec<T> = Vec::with_capacity(v.len());
+    for x in v.drain(..) {
+        if !out.contains(&x) {
+            out.push(x);
+        }
+    }
+    *v = out;
+}
+
+fn create_vlans(
+    nl: &mut Netlink,
+    cfg: &NetworkConfig,
+    emit: &dyn Fn(NetEvent),
+) -> anyhow::Result<()> {
+    for v in &cfg.vlans {
+        let parent = nl
+            .link(&v.parent)
+            .with_context(|| format!("vlan={}:{}", v.name, v.parent))?;
+        nl.set_up(parent.index)?;
+        nl.add_vlan(&v.name, parent.index, v.id)?;
+        emit(NetEvent::VlanCreated {
+            name: v.name.clone(),
+            parent: v.parent.clone(),
+            id: v.id,
+        });
+    }
+    Ok(())
+}
+
+/// Ethernet links Kiln may use: physical NICs and the VLANs we created (no lo, bridges,
+/// tunnels). A veth is accepted too: that is what the namespace tests use.
+fn ethernet_links(nl: &mut Netlink, cfg: &NetworkConfig) -> anyhow::Result<Vec<Link>> {
+    let vlans: Vec<&str> = cfg.vlans.iter().map(|v| v.name.as_str()).collect();
+    Ok(nl
+        .links()?
+        .into_iter()
+        .filter(|l| l.ethernet && l.name != "lo")
+        .filter(|l| match l.kind.as_deref() {
+            None | Some("veth") => true,
+            Some("vlan") => vlans.contains(&l.name.as_str()),
+            Some(_) => false,
+        })
+        .collect())
+}
+
+/// The NIC named by `kiln.ifname=` or else `BOOTIF=`.
+fn preferred_link<'a>(links: &'a [Link], cfg: &NetworkConfig) -> Option<&'a Link> {
+    match &cfg.ifname {
+        Some(NicSelector::Name(n)) => return links.iter().find(|l| &l.name == n),
+        Some(NicSelector::Mac(m)) => {
+            return links.iter().find(|l| l.mac == Some(*m) && l.kind.is_none());
+        }
+        None => {}
+    }
+    cfg.boot_mac
+        .and_then(|m| links.iter().find(|l| l.mac == Some(m) && l.kind.is_none()))
+}
+
+/// Waits until every link has carrier, the preferred one has it, `carrier_grace` passed
+/// since the first got it, or `carrier_timeout`. Returns the links with carrier.
+fn wait_for_carrier(
+    nl: &mut Netlink,
+    links: &[Link],
+    cfg: &NetworkConfig,
+    opts: &Options,
+    emit: &dyn Fn(NetEvent),
+) -> anyhow::Result<Vec<Link>> {
+    let start = Instant::now();
+    let preferred = preferred_link(links, cfg).map(|l| l.index);
+    let mut first_up: Option<Instant> = None;
+    let mut reported: Vec<u32> = Vec::new();
+    loop {
+        let now_links: Vec<Link> = nl
+            .links()?
+            .into_iter()
+            .filter(|l| links.iter().any(|x| x.index == l.index))
+            .collect();
+        let up: Vec<Link> = now_links.iter().filter(|l| l.carrier).cloned().collect();
+        for l in &up {
+            if !reported.contains(&l.index) {
+                reported.push(l.index);
+                emit(NetEvent::LinkUp {
+                    ifname: l.name.clone(),
+                    speed_mbps: inventory::speed(&opts.sysfs, &l.name),
+                });
+            }
+        }
+        if !up.is_empty() && first_up.is_none() {
+            first_up = Some(Instant::now());
+        }
+        let done = up.len() == links.len()
+            || preferred.is_some_and(|p| up.iter().any(|l| l.index == p))
+            || first_up.is_some_and(|t| t.elapsed() >= opts.carrier_grace)
+            || start.elapsed() >= opts.carrier_timeout;
+        if done {
+            for l in now_links.iter().filter(|l| !l.carrier) {
+                emit(NetEvent::LinkDown {
+                    ifname: l.name.clone(),
+                });
+            }
+            return Ok(up);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A transport that gives up once `cancel` is set (losers of the DHCP race).
+struct Cancellable<T> {
+    inner: T,
+    cancel: Arc<AtomicBool>,
+}
+
+impl<T: dhcp::Transport> dhcp::Transport for Cancellable<T> {
+    fn send(&mut self, payload: &[u8], to: Ipv4Addr) -> std::io::Result<()> {
+        self.check()?;
+        self.inner.send(payload, to)
+    }
+    fn recv(&mut self, timeout: Duration) -> std::io::Result<Option<Vec<u8>>> {
+        self.check()?;
+        self.inner.recv(timeout.min(Duration::from_millis(250)))
+    }
+}
+
+impl<T> Cancellable<T> {
+    fn check(&self) -> std::io::Result<()> {
+        if self.cancel.load(Ordering::SeqCst) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::Interrupted,
+                "cancelled: another NIC got the lease",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// DHCP on every candidate at once; returns the preferred NIC's lease, or the first lease
+/// when no NIC is preferred (or the preferred one gets none).
+fn race_dhcp(
+    candidates: &[&Link],
+    preferred: Option<&str>,
+    opts: &Options,
+    emit: &Emitter,
+) -> anyhow::Result<Lease> {
+    let cancel = Arc::new(AtomicBool::new(false));
+    let deadline = Instant::now() + opts.dhcp_timeout;
+    let (tx, rx) = mpsc::channel();
+    let mut handles = Vec::new();
+    for l in candidates {
+        let (tx, cancel, emit, timing) =
+            (tx.clone(), cancel.clone(), emit.clone(), opts.dhcp_timing);
+        let link = (*l).clone();
+        handles.push(
+            std::thread::Builder::new()
+                .name(format!("dhcp-{}", link.name))
+                .spawn(move || {
+                    let r = (|| {
+                        let mac = link
+                            .mac
+                            .with_context(|| format!("{} has no MAC address", link.name))?;
+                        let sock = dhcp::socket::PacketTransport::open(link.index)
+                            .with_context(|| format!("{}: opening DHCP socket", link.name))?;
+                        let mut t = Cancellable {
+                            inner: sock,
+                            cancel,
+                        };
+                        let client = dhcp::Client {
+                            ifname: link.name.clone(),
+                            mac: mac.0,
+                        };
+                        dhcp::acquire(&mut t, &client, &timing, deadline, &*emit)
+                    })();
+                    let _ = tx.send((link.name.clone(), r));
+                })?,
+        );
+    }
+    drop(tx);
+    let mut errors = Vec::new();
+    // Without a preferred NIC any lease wins; with one, others wait until it fails.
+    let mut any_wins = preferred.is_none();
+    let mut fallback: Option<Lease> = None;
+    let mut chosen = None;
+    for (name, r) in rx.iter() {
+        let is_preferred = preferred == Some(name.as_str());
+        match r {
+            Ok(lease) if is_preferred || any_wins => {
+                let reason = match (is_preferred, preferred) {
+                    (true, _) => "named by BOOTIF/kiln.ifname".to_string(),
+                    (false, Some(p)) => format!("{p} (preferred) got no lease"),
+                    (false, None) => "first lease".to_string(),
+                };
+                emit(NetEvent::LeaseSelected {
+                    ifname: name,
+                    reason,
+                });
+                chosen = Some(lease);
+                break;
+            }
+            Ok(lease) => {
+                fallback.get_or_insert(lease);
+            }
+            Err(e) => {
+                errors.push(format!("{e:#}"));
+                if is_preferred {
+                    any_wins = true;
+                    if let Some(l) = fallback.take() {
+                        emit(NetEvent::LeaseSelected {
+                            ifname: l.ifname.clone(),
+                            reason: format!("{name} (preferred) got no lease"),
+                        });
+                        chosen = Some(l);
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    cancel.store(true, Ordering::SeqCst);
+    for h in handles {
+        let _ = h.join();
+    }
+    if let Some(l) = chosen {
+        return Ok(l);
+    }
+    bail!("DHCP failed on every interface: {}", errors.join("; "))
+}
+
+/// Address, MTU and routes on one link.
+fn apply_address(
+    nl: &mut Netlink,
+    link: &Link,
+    address: Ipv4Addr,
+    prefix_len: u8,
+    routes: &[dhcp::wire::ClasslessRoute],
+    mtu: Option<u32>,
+    emit: &dyn Fn(NetEvent),
+) -> anyhow::Result<()> {
+    if let Some(m) = mtu
+        && m != link.mtu
+    {
+        nl.set_mtu(link.index, m)?;
+    }
+    nl.add_address(link.index, address, prefix_len)?;
+    // On-link routes first, so gateways reached through them resolve.
+    let mut ordered: Vec<_> = routes.to_vec();
+    ordered.sort_by_key(|r| !r.gateway.is_unspecified());
+    for r in &ordered {
+        nl.add_route(
+            link.index,
+            r.destination,
+            r.prefix_len,
+            r.gateway,
+            Some(address),
+        )?;
+    }
+    emit(NetEvent::AddressApplied {
+        ifname: link.name.clone(),
+        address,
+        prefix_len,
+        gateway: routes.iter().find(|r| r.prefix_len == 0).map(|r| r.gateway),
+        routes: routes.len(),
+        mtu,
+    });
+    Ok(())
+}
+
+/// Sleeps until `until` or until `stop` is set; false when stopped.
+fn sleep_until(until: Instant, stop: &AtomicBool) -> bool {
+    while Instant::now() < until {
+        if stop.load(Ordering::SeqCst) {
+            return false;
+        }
+        std::thread::sleep((until - Instant::now()).min(Duration::from_millis(500)));
+    }
+    !stop.load(Ordering::SeqCst)
+}
+
+fn spawn_renewer(
+    link: Link,
+    lease: Lease,
+    opts: Options,
+    stop: Arc<AtomicBool>,
+    emit: Emitter,
+) -> anyhow::Result<JoinHandle<()>> {
+    Ok(std::thread::Builder::new()
+        .name(format!("dhcp-renew-{}", link.name))
+        .spawn(move || {
+            if let Err(e) = keep_renewed(&link, lease, &opts, &stop, &*emit) {
+                emit(NetEvent::Warning {
+                    message: format!("{}: DHCP renewal stopped: {e:#}", link.name),
+                });
+            }
+        })?)
+}
+
+/// The lease's life: renew at T1 (unicast), rebind at T2 (broadcast), start over on NAK
+/// or expiry. Runs until `stop`.
+fn keep_renewed(
+    link: &Link,
+    mut lease: Lease,
+    opts: &Options,
+    stop: &AtomicBool,
+    emit: &dyn Fn(NetEvent),
+) -> anyhow::Result<()> {
+    let mac = link.mac.context("no MAC")?;
+    let client = dhcp::Client {
+        ifname: link.name.clone(),
+        mac: mac.0,
+    };
+    let mut nl = Netlink::open()?;
+    loop {
+        let got = Instant::now();
+        let secs = |s: u32| got + Duration::from_secs(u64::from(s));
+        if !sleep_until(secs(lease.t1_secs), stop) {
+            return Ok(());
+        }
+        let mut outcome = dhcp::Renewal::NoAnswer;
+        if let Ok(mut t) = dhcp::socket::UdpTransport::open(&link.name, lease.address) {
+            outcome = dhcp::renew(
+                &mut t,
+                &client,
+                &lease,
+                lease.server,
+                secs(lease.t2_secs),
+                &opts.dhcp_timing,
+            )?;
+            if outcome == dhcp::Renewal::NoAnswer {
+                outcome = dhcp::renew(
+                    &mut t,
+                    &client,
+                    &lease,
+                    Ipv4Addr::BROADCAST,
+                    secs(lease.lease_secs),
+                    &opts.dhcp_timing,
+                )?;
+            }
+        }
+        match outcome {
+            dhcp::Renewal::Extended(new) if new.address == lease.address => {
+                emit(NetEvent::LeaseRenewed {
+                    ifname: link.name.clone(),
+                    lease_secs: new.lease_secs,
+                });
+                lease = *new;
+                continue;
+            }
+            dhcp::Renewal::Extended(_) => emit(NetEvent::LeaseLost {
+                ifname: link.name.clone(),
+                reason: "server changed the address".into(),
+            }),
+            dhcp::Renewal::Refused { server, .. } => emit(NetEvent::LeaseLost {
+                ifname: link.name.clone(),
+                reason: format!("NAK from {server}"),
+            }),
+            dhcp::Renewal::NoAnswer => emit(NetEvent::LeaseLost {
+                ifname: link.name.clone(),
+                reason: "expired without an answer".into(),
+            }),
+        }
+        if let Err(e) = nl.del_address(link.index, lease.address, lease.prefix_len) {
+            emit(NetEvent::Warning {
+                message: format!("{e:#}"),
+            });
+        }
+        // Start over until a lease comes back or we are stopped.
+        loop {
+            if stop.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            let sock = dhcp::socket::PacketTransport::open(link.index)?;
+            let cancel = Arc::new(AtomicBool::new(false));
+            let mut t = Cancellable {
+                inner: sock,
+                cancel,
+            };
+            match dhcp::acquire(
+                &mut t,
+                &client,
+                &opts.dhcp_timing,
+                Instant::now() + opts.dhcp_timeout,
+                emit,
+            ) {
+                Ok(new) => {
+                    let mtu = new.mtu.map(u32::from);
+                    apply_address(
+                        &mut nl,
+                        link,
+                        new.address,
+                        new.prefix_len,
+                        &new.routes(),
+                        mtu,
+                        emit,
+                    )?;
+                    lease = new;
+                    break;
+                }
+                Err(e) => emit(NetEvent::Warning {
+                    message: format!("{e:#}"),
+                }),
+            }
+        }
+    }
+}
