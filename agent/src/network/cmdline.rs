@@ -502,17 +502,15 @@ pub fn parse_bootif(value: &str) -> Result<MacAddr, ParamError> {
     if let Some((htype, rest)) = value.split_once(sep)
         && let Some(mac) = MacAddr::parse(rest)
     {
-        {
-            return if htype == "01" {
-                Ok(mac)
-            } else {
-                Err(err(
-                    "BOOTIF",
-                    value,
-                    format!("hardware type {htype} is not Ethernet (01)"),
-                ))
-            };
-        }
+        return if htype == "01" {
+            Ok(mac)
+        } else {
+            Err(err(
+                "BOOTIF",
+                value,
+                format!("hardware type {htype} is not Ethernet (01)"),
+            ))
+        };
     }
     Err(err(
         "BOOTIF",

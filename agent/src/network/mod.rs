@@ -337,12 +337,17 @@ fn preferred_link<'a>(links: &'a [Link], cfg: &NetworkConfig) -> Option<&'a Link
     match &cfg.ifname {
         Some(NicSelector::Name(n)) => return links.iter().find(|l| &l.name == n),
         Some(NicSelector::Mac(m)) => {
-            return links.iter().find(|l| l.mac == Some(*m) && l.kind.is_none());
+            return links
+                .iter()
+                .find(|l| l.mac == Some(*m) && l.kind.as_deref() != Some("vlan"));
         }
         None => {}
     }
-    cfg.boot_mac
-        .and_then(|m| links.iter().find(|l| l.mac == Some(m) && l.kind.is_none()))
+    cfg.boot_mac.and_then(|m| {
+        links
+            .iter()
+            .find(|l| l.mac == Some(m) && l.kind.as_deref() != Some("vlan"))
+    })
 }
 
 /// Waits until every link has carrier, the preferred one has it, `carrier_grace` passed

@@ -75,8 +75,8 @@ pub fn ip_udp_packet(src: Ipv4Addr, dst: Ipv4Addr, payload: &[u8]) -> Vec<u8> {
 }
 
 /// The UDP payload of an IPv4 packet if it is an unfragmented datagram to port 68 with a
-/// correct UDP checksum (or none).
-pub fn dhcp_payload(pkt: &[u8]) -> Option<&[u8]> {
+/// correct UDP checksum (or none, or `verify_checksum` false for offloaded packets).
+pub fn dhcp_payload(pkt: &[u8], verify_checksum: bool) -> Option<&[u8]> {
     if pkt.len() < 28 || pkt[0] >> 4 != 4 || pkt[9] != 17 {
         return None;
     }
@@ -94,7 +94,7 @@ pub fn dhcp_payload(pkt: &[u8]) -> Option<&[u8]> {
     if ulen < 8 || ulen > udp.len() {
         return None;
     }
-    if udp[6..8] != [0, 0] {
+    if verify_checksum && udp[6..8] != [0, 0] {
         let mut pseudo = [0u8; 12];
         pseudo[0..8].copy_from_slice(&pkt[12..20]);
         pseudo[9] = 17;
@@ -179,6 +179,20 @@ impl PacketTransport {
         if r < 0 {
             return Err(last_os_error("attaching BPF filter"));
         }
+        let one: libc::c_int = 1;
+        // SAFETY: `one` is a valid c_int for the length given.
+        let r = unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_PACKET,
+                libc::PACKET_AUXDATA,
+                (&one as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as u32,
+            )
+        };
+        if r < 0 {
+            return Err(last_os_error("enabling PACKET_AUXDATA"));
+        }
         // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.
         let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
         sll.sll_family = libc::AF_PACKET as u16;
@@ -231,16 +245,62 @@ impl Transport for PacketTransport {
             return Ok(None);
         }
         let mut buf = vec![0u8; 2048];
-        let n =
-            rustix::net::recv(&self.fd, &mut buf, rustix::net::RecvFlags::DONTWAIT).map(|(n, _)| n);
-        match n {
-            Ok(n) => {
+        match self.recv_packet(&mut buf) {
+            Ok((n, checksum_ready)) => {
                 buf.truncate(n);
-                Ok(dhcp_payload(&buf).map(<[u8]>::to_vec))
+                Ok(dhcp_payload(&buf, checksum_ready).map(<[u8]>::to_vec))
             }
-            Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR) => Ok(None),
-            Err(e) => Err(io::Error::other(format!("receiving on packet socket: {e}"))),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(io::Error::new(
+                e.kind(),
+                format!("receiving on packet socket: {e}"),
+            )),
         }
+    }
+}
+
+impl PacketTransport {
+    /// Receives one packet; the flag is false when the kernel says the checksum was not
+    /// computed yet (TP_STATUS_CSUMNOTREADY: offloaded, e.g. on veth or virtio from the
+    /// same host), in which case the UDP checksum field cannot be checked.
+    fn recv_packet(&self, buf: &mut [u8]) -> io::Result<(usize, bool)> {
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        };
+        let mut control = [0u64; 16];
+        // SAFETY: msghdr is plain old data; all-zero is valid and the fields are set below.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = std::mem::size_of_val(&control) as _;
+        // SAFETY: `msg` points at `iov` (over `buf`) and `control`, all live across the call.
+        let n = unsafe { libc::recvmsg(self.fd.as_raw_fd(), &mut msg, libc::MSG_DONTWAIT) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut checksum_ready = true;
+        // SAFETY: the CMSG_* helpers walk the control buffer the kernel just filled, bounded
+        // by msg_controllen; the payload is read unaligned as a u32 (tp_status comes first).
+        unsafe {
+            let mut c = libc::CMSG_FIRSTHDR(&msg);
+            while !c.is_null() {
+                if (*c).cmsg_level == libc::SOL_PACKET && (*c).cmsg_type == libc::PACKET_AUXDATA {
+                    let status = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<u32>());
+                    checksum_ready = status & libc::TP_STATUS_CSUMNOTREADY == 0;
+                }
+                c = libc::CMSG_NXTHDR(&msg, c);
+            }
+        }
+        Ok((n as usize, checksum_ready))
     }
 }
 
@@ -338,30 +398,34 @@ mod tests {
         let mut p = ip_udp_packet(Ipv4Addr::UNSPECIFIED, Ipv4Addr::BROADCAST, payload);
         assert_eq!(checksum(&[&p[..20]]), 0, "IP header checksum verifies");
         // Our own packet goes to port 67, so the reader (port 68) rejects it...
-        assert_eq!(dhcp_payload(&p), None);
+        assert_eq!(dhcp_payload(&p, true), None);
         // ...but with the ports swapped (a server's reply) it is accepted, checksum and all.
         p.swap(20, 22);
         p.swap(21, 23);
-        assert_eq!(dhcp_payload(&p), Some(&payload[..]));
+        assert_eq!(dhcp_payload(&p, true), Some(&payload[..]));
         let mut bad = p.clone();
         bad[30] ^= 1;
         assert_eq!(
-            dhcp_payload(&bad),
+            dhcp_payload(&bad, true),
             None,
             "corrupt payload fails the UDP checksum"
+        );
+        assert!(
+            dhcp_payload(&bad, false).is_some(),
+            "offloaded checksum: not checked"
         );
         let mut nock = p.clone();
         nock[26] = 0;
         nock[27] = 0;
         assert_eq!(
-            dhcp_payload(&nock),
+            dhcp_payload(&nock, true),
             Some(&payload[..]),
             "no UDP checksum is allowed"
         );
         let mut frag = p.clone();
         frag[6] = 0x20; // more fragments
-        assert_eq!(dhcp_payload(&frag), None);
-        assert_eq!(dhcp_payload(&p[..25]), None);
+        assert_eq!(dhcp_payload(&frag, true), None);
+        assert_eq!(dhcp_payload(&p[..25], true), None);
     }
 
     /// A tiny classic-BPF interpreter for the opcodes the filter uses.
