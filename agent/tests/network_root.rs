@@ -499,3 +499,89 @@ fn root_bootif_picks_named_nic_and_skips_nic_without_link() {
     );
     net.shutdown();
 }
+
+fn wait_for(events: &Events, timeout: Duration, what: &str, pred: impl Fn(&NetEvent) -> bool) {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if events.lock().unwrap().iter().any(|(_, e)| pred(e)) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("no {what} within {timeout:?}");
+}
+
+#[test]
+#[ignore = "root: network namespaces, veth, dnsmasq"]
+fn root_lease_renewed_in_background_and_nak_starts_over() {
+    let (pid, n) = ids();
+    let server = Netns::new(format!("kiln-s{pid}-{n}"));
+    let client = Netns::new(format!("kiln-c{pid}-{n}"));
+    let (s_if, c_if) = (format!("kts{pid}{n}"), format!("ktc{pid}{n}"));
+    veth(&server, &client, &s_if, &c_if);
+    server.ip(&["addr", "add", "10.99.4.1/24", "dev", &s_if]);
+    server.ip(&["link", "set", &s_if, "up"]);
+    // T1 2 s, T2 4 s: the renewal thread renews quickly.
+    let serve = |range: &str| {
+        Dnsmasq::start(
+            &server,
+            &[
+                format!("--interface={s_if}"),
+                format!("--dhcp-range={range},255.255.255.0,2m"),
+                "--dhcp-option=option:T1,2".into(),
+                "--dhcp-option=option:T2,4".into(),
+            ],
+        )
+    };
+    let first = serve("10.99.4.50,10.99.4.60");
+    let root = tempfile::tempdir().unwrap();
+    let opts = Options {
+        renew: true,
+        ..test_opts(root.path())
+    };
+    let (events, emit) = collector();
+    let net = client
+        .run(move || network::bring_up(&NetworkConfig::default(), &opts, emit).expect("bring-up"));
+    let old = net.interfaces[0].address;
+    assert!(
+        net.interfaces[0].lease.as_ref().unwrap().t1_secs <= 5,
+        "T1 from dnsmasq"
+    );
+    wait_for(&events, Duration::from_secs(10), "lease renewal", |e| {
+        matches!(e, NetEvent::LeaseRenewed { .. })
+    });
+
+    // A new server that knows nothing of the lease and serves another range: the next
+    // renewal is refused (NAK), the client starts over and applies the new address.
+    drop(first);
+    let _second = serve("10.99.4.100,10.99.4.110");
+    wait_for(&events, Duration::from_secs(20), "lease loss", |e| {
+        matches!(e, NetEvent::LeaseLost { .. })
+    });
+    wait_for(
+        &events,
+        Duration::from_secs(20),
+        "new address",
+        |e| matches!(e, NetEvent::AddressApplied { address, .. } if address.octets()[3] >= 100),
+    );
+    let addr = client.ip(&["-4", "-o", "addr", "show", "dev", &c_if]);
+    assert!(
+        !addr.contains(&format!("inet {old}/")),
+        "old address removed: {addr}"
+    );
+    assert!(
+        addr.contains("inet 10.99.4.1"),
+        "new address present: {addr}"
+    );
+    let routes = client.ip(&["-4", "route", "show"]);
+    assert!(
+        routes.contains(&format!("default via 10.99.4.1 dev {c_if}")),
+        "{routes}"
+    );
+    let start = Instant::now();
+    net.shutdown();
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "renewal thread stops promptly"
+    );
+}

@@ -420,7 +420,7 @@ impl<T> Cancellable<T> {
         if self.cancel.load(Ordering::SeqCst) {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::Interrupted,
-                "cancelled: another NIC got the lease",
+                "cancelled (another NIC got the lease, or shutting down)",
             ));
         }
         Ok(())
@@ -578,7 +578,9 @@ fn spawn_renewer(
     Ok(std::thread::Builder::new()
         .name(format!("dhcp-renew-{}", link.name))
         .spawn(move || {
-            if let Err(e) = keep_renewed(&link, lease, &opts, &stop, &*emit) {
+            if let Err(e) = keep_renewed(&link, lease, &opts, &stop, &*emit)
+                && !stop.load(Ordering::SeqCst)
+            {
                 emit(NetEvent::Warning {
                     message: format!("{}: DHCP renewal stopped: {e:#}", link.name),
                 });
@@ -592,7 +594,7 @@ fn keep_renewed(
     link: &Link,
     mut lease: Lease,
     opts: &Options,
-    stop: &AtomicBool,
+    stop: &Arc<AtomicBool>,
     emit: &dyn Fn(NetEvent),
 ) -> anyhow::Result<()> {
     let mac = link.mac.context("no MAC")?;
@@ -608,7 +610,11 @@ fn keep_renewed(
             return Ok(());
         }
         let mut outcome = dhcp::Renewal::NoAnswer;
-        if let Ok(mut t) = dhcp::socket::UdpTransport::open(&link.name, lease.address) {
+        if let Ok(inner) = dhcp::socket::UdpTransport::open(&link.name, lease.address) {
+            let mut t = Cancellable {
+                inner,
+                cancel: stop.clone(),
+            };
             outcome = dhcp::renew(
                 &mut t,
                 &client,
@@ -661,10 +667,9 @@ fn keep_renewed(
                 return Ok(());
             }
             let sock = dhcp::socket::PacketTransport::open(link.index)?;
-            let cancel = Arc::new(AtomicBool::new(false));
             let mut t = Cancellable {
                 inner: sock,
-                cancel,
+                cancel: stop.clone(),
             };
             match dhcp::acquire(
                 &mut t,

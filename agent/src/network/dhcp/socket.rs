@@ -4,8 +4,8 @@
 //!   bound to one interface with a classic BPF filter that only passes UDP to port 68, so
 //!   the kernel hands us DHCP replies whatever the IP configuration, `rp_filter` or a
 //!   missing broadcast flag. We write the IPv4 and UDP headers ourselves.
-//! - [`UdpTransport`]: once bound. A plain UDP socket on `<lease address>:68` tied to the
-//!   device, for unicast renewals and broadcast rebinding.
+//! - [`UdpTransport`]: once bound. A plain UDP socket on port 68 tied to the device, for
+//!   unicast renewals and broadcast rebinding.
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
@@ -318,14 +318,14 @@ fn wait_readable(fd: &OwnedFd, timeout: Duration) -> io::Result<bool> {
     }
 }
 
-/// DHCP over UDP from the leased address (RENEWING/REBINDING).
+/// DHCP over UDP once the leased address is on the link (RENEWING/REBINDING).
 #[derive(Debug)]
 pub struct UdpTransport {
     sock: UdpSocket,
 }
 
 impl UdpTransport {
-    /// Binds `<address>:68` on `ifname`.
+    /// Binds port 68 on `ifname`, which holds the leased `address`.
     pub fn open(ifname: &str, address: Ipv4Addr) -> io::Result<UdpTransport> {
         let sock = rustix::net::socket_with(
             rustix::net::AddressFamily::INET,
@@ -349,8 +349,15 @@ impl UdpTransport {
         if r < 0 {
             return Err(last_os_error(&format!("binding UDP socket to {ifname}")));
         }
-        rustix::net::bind(&sock, &SocketAddrV4::new(address, CLIENT_PORT))
-            .map_err(|e| io::Error::other(format!("binding {address}:68 on {ifname}: {e}")))?;
+        // Bound to the wildcard (but to the device) so broadcast answers reach us too:
+        // servers such as dnsmasq broadcast their NAKs.
+        rustix::net::bind(
+            &sock,
+            &SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, CLIENT_PORT),
+        )
+        .map_err(|e| {
+            io::Error::other(format!("binding 0.0.0.0:68 on {ifname} ({address}): {e}"))
+        })?;
         Ok(UdpTransport {
             sock: UdpSocket::from(sock),
         })
