@@ -651,7 +651,7 @@ fn root_vlan_link_created_and_configured() {
         });
         let text = format!("{err:#}");
         assert!(
-            text.contains(&format!("creating VLAN vlan0007 (id 7) on link")),
+            text.contains("creating VLAN vlan0007 (id 7) on link"),
             "{text}"
         );
         return;
