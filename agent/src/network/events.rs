@@ -64,6 +64,8 @@ pub enum NetEvent {
         gateway: Option<Ipv4Addr>,
         routes: usize,
         mtu: Option<u32>,
+        /// Milliseconds since the kernel started (CLOCK_BOOTTIME): boot-to-network time.
+        since_boot_ms: u64,
     },
     /// resolv.conf written.
     Dns {
@@ -169,6 +171,7 @@ impl fmt::Display for NetEvent {
                 gateway,
                 routes,
                 mtu,
+                since_boot_ms,
             } => {
                 write!(f, "{ifname}: address {address}/{prefix_len}")?;
                 if let Some(g) = gateway {
@@ -178,6 +181,12 @@ impl fmt::Display for NetEvent {
                 if let Some(m) = mtu {
                     write!(f, ", MTU {m}")?;
                 }
+                write!(
+                    f,
+                    " ({}.{:03} s after kernel start)",
+                    since_boot_ms / 1000,
+                    since_boot_ms % 1000
+                )?;
                 Ok(())
             }
             Dns { servers, search } => {

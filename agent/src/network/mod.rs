@@ -143,6 +143,19 @@ pub fn bring_up(cfg: &NetworkConfig, opts: &Options, emit: Emitter) -> anyhow::R
     }
     let with_carrier = wait_for_carrier(&mut nl, &links, cfg, opts, &*emit)?;
     let preferred = preferred_link(&links, cfg);
+    if preferred.is_none() && (cfg.ifname.is_some() || cfg.boot_mac.is_some()) {
+        emit(NetEvent::Warning {
+            message: format!(
+                "no interface matches {}; using whichever NIC gets a lease first",
+                match (&cfg.ifname, cfg.boot_mac) {
+                    (Some(NicSelector::Name(n)), _) => format!("kiln.ifname={n}"),
+                    (Some(NicSelector::Mac(m)), _) => format!("kiln.ifname={m}"),
+                    (None, Some(m)) => format!("BOOTIF ({m})"),
+                    (None, None) => String::new(),
+                }
+            ),
+        });
+    }
 
     let params = if cfg.ip.is_empty() {
         vec![IpParam::Dhcp {
@@ -553,8 +566,15 @@ fn apply_address(
         gateway: routes.iter().find(|r| r.prefix_len == 0).map(|r| r.gateway),
         routes: routes.len(),
         mtu,
+        since_boot_ms: since_boot_ms(),
     });
     Ok(())
+}
+
+/// Milliseconds since the kernel started.
+pub fn since_boot_ms() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
+    t.tv_sec as u64 * 1000 + t.tv_nsec as u64 / 1_000_000
 }
 
 /// Sleeps until `until` or until `stop` is set; false when stopped.
@@ -697,5 +717,63 @@ fn keep_renewed(
                 }),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn link(index: u32, name: &str, mac: u8, kind: Option<&str>) -> Link {
+        Link {
+            index,
+            name: name.into(),
+            mac: Some(MacAddr([0x52, 0x54, 0, 0, 0, mac])),
+            ethernet: true,
+            kind: kind.map(Into::into),
+            up: true,
+            carrier: true,
+            mtu: 1500,
+        }
+    }
+
+    #[test]
+    fn preferred_nic_selection() {
+        // A VLAN shares its parent's MAC: BOOTIF must pick the parent.
+        let links = [
+            link(2, "eno1", 1, None),
+            link(3, "eno2", 2, None),
+            link(4, "vlan7", 2, Some("vlan")),
+        ];
+        let params = |line: &str| {
+            let kv: Vec<(String, Option<String>)> = line
+                .split_whitespace()
+                .map(|w| {
+                    let (k, v) = w.split_once('=').unwrap();
+                    (k.to_owned(), Some(v.to_owned()))
+                })
+                .collect();
+            NetworkConfig::from_params(&kv).unwrap()
+        };
+        let pick = |line: &str| preferred_link(&links, &params(line)).map(|l| l.name.clone());
+        assert_eq!(pick("BOOTIF=01-52-54-00-00-00-02").as_deref(), Some("eno2"));
+        assert_eq!(pick("BOOTIF=52:54:00:00:00:01").as_deref(), Some("eno1"));
+        assert_eq!(
+            pick("kiln.ifname=eno1 BOOTIF=52:54:00:00:00:02").as_deref(),
+            Some("eno1"),
+            "kiln.ifname wins"
+        );
+        assert_eq!(
+            pick("kiln.ifname=52:54:00:00:00:02").as_deref(),
+            Some("eno2")
+        );
+        assert_eq!(pick("kiln.ifname=vlan7").as_deref(), Some("vlan7"));
+        assert_eq!(pick("BOOTIF=52:54:00:00:00:09"), None);
+        assert_eq!(pick("ip=dhcp"), None);
+    }
+
+    #[test]
+    fn boot_clock_reads() {
+        assert!(since_boot_ms() > 0);
     }
 }
