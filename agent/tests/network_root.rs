@@ -544,7 +544,7 @@ fn root_lease_renewed_in_background_and_nak_starts_over() {
     server.ip(&["addr", "add", "10.99.4.1/24", "dev", &s_if]);
     server.ip(&["link", "set", &s_if, "up"]);
     // T1 2 s, T2 4 s: the renewal thread renews quickly.
-    let serve = |range: &str| {
+    let serve = |range: &str, dns: &str| {
         Dnsmasq::start(
             &server,
             &[
@@ -552,10 +552,11 @@ fn root_lease_renewed_in_background_and_nak_starts_over() {
                 format!("--dhcp-range={range},255.255.255.0,2m"),
                 "--dhcp-option=option:T1,2".into(),
                 "--dhcp-option=option:T2,4".into(),
+                format!("--dhcp-option=option:dns-server,{dns}"),
             ],
         )
     };
-    let first = serve("10.99.4.50,10.99.4.60");
+    let first = serve("10.99.4.50,10.99.4.60", "10.99.4.53");
     let root = tempfile::tempdir().unwrap();
     let opts = Options {
         renew: true,
@@ -576,7 +577,7 @@ fn root_lease_renewed_in_background_and_nak_starts_over() {
     // A new server that knows nothing of the lease and serves another range: the next
     // renewal is refused (NAK), the client starts over and applies the new address.
     drop(first);
-    let _second = serve("10.99.4.100,10.99.4.110");
+    let _second = serve("10.99.4.100,10.99.4.110", "10.99.4.54");
     wait_for(&events, Duration::from_secs(20), "lease loss", |e| {
         matches!(e, NetEvent::LeaseLost { .. })
     });
@@ -600,6 +601,14 @@ fn root_lease_renewed_in_background_and_nak_starts_over() {
         routes.contains(&format!("default via 10.99.4.1 dev {c_if}")),
         "{routes}"
     );
+    wait_for(
+        &events,
+        Duration::from_secs(5),
+        "DNS update",
+        |e| matches!(e, NetEvent::Dns { servers, .. } if servers == &[Ipv4Addr::new(10, 99, 4, 54)]),
+    );
+    let resolv = std::fs::read_to_string(root.path().join("etc/resolv.conf")).unwrap();
+    assert_eq!(resolv, "# Written by kiln-agent\nnameserver 10.99.4.54\n");
     let start = Instant::now();
     net.shutdown();
     assert!(

@@ -250,6 +250,7 @@ pub fn bring_up(cfg: &NetworkConfig, opts: &Options, emit: Emitter) -> anyhow::R
                     net.renewers.push(spawn_renewer(
                         link.clone(),
                         lease.clone(),
+                        cfg.nameservers.clone(),
                         opts.clone(),
                         stop.clone(),
                         emit.clone(),
@@ -591,6 +592,7 @@ fn sleep_until(until: Instant, stop: &AtomicBool) -> bool {
 fn spawn_renewer(
     link: Link,
     lease: Lease,
+    nameservers: Vec<Ipv4Addr>,
     opts: Options,
     stop: Arc<AtomicBool>,
     emit: Emitter,
@@ -598,7 +600,7 @@ fn spawn_renewer(
     Ok(std::thread::Builder::new()
         .name(format!("dhcp-renew-{}", link.name))
         .spawn(move || {
-            if let Err(e) = keep_renewed(&link, lease, &opts, &stop, &*emit)
+            if let Err(e) = keep_renewed(&link, lease, &nameservers, &opts, &stop, &*emit)
                 && !stop.load(Ordering::SeqCst)
             {
                 emit(NetEvent::Warning {
@@ -609,10 +611,12 @@ fn spawn_renewer(
 }
 
 /// The lease's life: renew at T1 (unicast), rebind at T2 (broadcast), start over on NAK
-/// or expiry. Runs until `stop`.
+/// or expiry (re-applying address, routes and, if they changed, resolv.conf). Runs until
+/// `stop`. `nameservers` are the command line's, which stay first in resolv.conf.
 fn keep_renewed(
     link: &Link,
     mut lease: Lease,
+    nameservers: &[Ipv4Addr],
     opts: &Options,
     stop: &Arc<AtomicBool>,
     emit: &dyn Fn(NetEvent),
@@ -709,6 +713,17 @@ fn keep_renewed(
                         mtu,
                         emit,
                     )?;
+                    if new.dns != lease.dns || new.search_domains() != lease.search_domains() {
+                        let mut dns = nameservers.to_vec();
+                        dns.extend(&new.dns);
+                        dedup(&mut dns);
+                        let search = new.search_domains();
+                        resolv::write(&opts.root, &dns, &search)?;
+                        emit(NetEvent::Dns {
+                            servers: dns.into_iter().take(resolv::MAX_NAMESERVERS).collect(),
+                            search,
+                        });
+                    }
                     lease = new;
                     break;
                 }

@@ -88,7 +88,6 @@ impl Netlink {
         self.sock
             .send(&buf, 0)
             .context("sending rtnetlink request")?;
-        let dump = flags & NLM_F_DUMP == NLM_F_DUMP;
         let mut out = Vec::new();
         loop {
             let (data, _) = self
@@ -120,12 +119,8 @@ impl Netlink {
                         };
                     }
                     NetlinkPayload::Done(_) => return Ok(out),
-                    NetlinkPayload::InnerMessage(m) => {
-                        out.push(m);
-                        if !dump {
-                            // Non-dump requests end with the ACK.
-                        }
-                    }
+                    // Dumps end with DONE, other requests with the ACK (an empty Error).
+                    NetlinkPayload::InnerMessage(m) => out.push(m),
                     _ => {}
                 }
             }
