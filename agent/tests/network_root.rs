@@ -258,7 +258,9 @@ fn root_dhcp_from_dnsmasq_applies_lease_and_sets_clock_offset() {
             "--dhcp-option=option:ntp-server,10.99.0.1".into(),
             "--dhcp-option=option:domain-search,lab.kiln.test,kiln.test".into(),
             "--dhcp-option=option:mtu,1400".into(),
-            "--dhcp-option=121,10.98.0.0/16,10.99.0.254,0.0.0.0/0,10.99.0.1".into(),
+            // The 10.97/16 route has a gateway off every subnet: the kernel refuses it (warning).
+            "--dhcp-option=121,10.98.0.0/16,10.99.0.254,10.97.0.0/16,10.55.0.1,0.0.0.0/0,10.99.0.1"
+                .into(),
         ],
     );
     let sntp = sntp_responder(&server, "10.99.0.1:123", 25 * 365 * 86_400);
@@ -364,6 +366,24 @@ fn root_dhcp_from_dnsmasq_applies_lease_and_sets_clock_offset() {
     ] {
         assert!(kinds.iter().any(|x| x == k), "no {k} event in {kinds:?}");
     }
+    assert!(
+        ev.iter().any(
+            |(_, e)| matches!(e, NetEvent::Warning { message } if message.contains("10.97.0.0/16"))
+        ),
+        "refused route reported"
+    );
+    assert!(
+        ev.iter().any(|(_, e)| matches!(
+            e,
+            NetEvent::AddressApplied {
+                routes: 2,
+                mtu: Some(1400),
+                ..
+            }
+        )),
+        "two routes and the MTU applied"
+    );
+    assert!(!routes.contains("10.97.0.0"), "{routes}");
     let applied = ev
         .iter()
         .find(|(_, e)| matches!(e, NetEvent::AddressApplied { .. }))

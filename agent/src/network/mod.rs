@@ -114,7 +114,10 @@ impl Drop for Network {
     }
 }
 
-/// Brings the network up as `cfg` says. Errors only when no interface could be configured.
+/// Brings the network up as `cfg` says. Errors name what failed: no Ethernet NIC, no NIC
+/// with link for DHCP, no lease before the timeout, a device named in `ip=`/`vlan=` missing,
+/// or the kernel refusing an address or default route. A refused MTU or extra route, or a
+/// clock that cannot be set, is only reported as an event.
 pub fn bring_up(cfg: &NetworkConfig, opts: &Options, emit: Emitter) -> anyhow::Result<Network> {
     let stop = Arc::new(AtomicBool::new(false));
     let mut net = Network {
@@ -542,31 +545,47 @@ fn apply_address(
     mtu: Option<u32>,
     emit: &dyn Fn(NetEvent),
 ) -> anyhow::Result<()> {
+    // A bad MTU (say 9000 offered to a NIC that cannot) must not cost the network: warn.
+    let mut applied_mtu = mtu.filter(|m| *m == link.mtu);
     if let Some(m) = mtu
         && m != link.mtu
     {
-        nl.set_mtu(link.index, m)?;
+        match nl.set_mtu(link.index, m) {
+            Ok(()) => applied_mtu = Some(m),
+            Err(e) => emit(NetEvent::Warning {
+                message: format!("{}: keeping MTU {}: {e:#}", link.name, link.mtu),
+            }),
+        }
     }
-    nl.add_address(link.index, address, prefix_len)?;
-    // On-link routes first, so gateways reached through them resolve.
+    nl.add_address(link.index, address, prefix_len)
+        .with_context(|| format!("configuring {}", link.name))?;
+    // On-link routes first, so gateways reached through them resolve. A default route that
+    // cannot be added is an error; another route only a warning.
     let mut ordered: Vec<_> = routes.to_vec();
     ordered.sort_by_key(|r| !r.gateway.is_unspecified());
+    let mut added = 0;
     for r in &ordered {
-        nl.add_route(
+        match nl.add_route(
             link.index,
             r.destination,
             r.prefix_len,
             r.gateway,
             Some(address),
-        )?;
+        ) {
+            Ok(()) => added += 1,
+            Err(e) if r.prefix_len > 0 => emit(NetEvent::Warning {
+                message: format!("{}: skipping route: {e:#}", link.name),
+            }),
+            Err(e) => return Err(e.context(format!("configuring {}", link.name))),
+        }
     }
     emit(NetEvent::AddressApplied {
         ifname: link.name.clone(),
         address,
         prefix_len,
         gateway: routes.iter().find(|r| r.prefix_len == 0).map(|r| r.gateway),
-        routes: routes.len(),
-        mtu,
+        routes: added,
+        mtu: applied_mtu,
         since_boot_ms: since_boot_ms(),
     });
     Ok(())
