@@ -461,24 +461,33 @@ fn root_static_ip_without_dhcp_server() {
 #[test]
 #[ignore = "root: network namespaces, veth, dnsmasq"]
 fn root_bootif_pxelinux_picks_named_nic_and_skips_nic_without_link() {
-    two_nics_one_named(|mac_b, _| format!("BOOTIF=01-{}", mac_b.replace(':', "-")));
+    two_nics_one_named(false, |mac_b, _| {
+        format!("BOOTIF=01-{}", mac_b.replace(':', "-"))
+    });
+}
+
+#[test]
+#[ignore = "root: network namespaces, veth, dnsmasq"]
+fn root_bootif_nic_with_late_carrier_is_waited_for() {
+    two_nics_one_named(true, |mac_b, _| format!("BOOTIF={mac_b}"));
 }
 
 #[test]
 #[ignore = "root: network namespaces, veth, dnsmasq"]
 fn root_bootif_ipxe_mac_picks_named_nic() {
-    two_nics_one_named(|mac_b, _| format!("BOOTIF={mac_b}"));
+    two_nics_one_named(false, |mac_b, _| format!("BOOTIF={mac_b}"));
 }
 
 #[test]
 #[ignore = "root: network namespaces, veth, dnsmasq"]
 fn root_kiln_ifname_picks_named_nic() {
-    two_nics_one_named(|_, name_b| format!("kiln.ifname={name_b}"));
+    two_nics_one_named(false, |_, name_b| format!("kiln.ifname={name_b}"));
 }
 
 /// NICs a and b both get DHCP offers (two subnets), d has no link; the kernel parameter
-/// made by `param(mac_b, name_b)` must select b.
-fn two_nics_one_named(param: impl Fn(&str, &str) -> String) {
+/// made by `param(mac_b, name_b)` must select b. With `late_b`, b gets carrier 1.5 s after
+/// a (longer than the 1 s grace the test options give other NICs).
+fn two_nics_one_named(late_b: bool, param: impl Fn(&str, &str) -> String) {
     let (pid, n) = ids();
     let server = Netns::new(format!("kiln-s{pid}-{n}"));
     let client = Netns::new(format!("kiln-c{pid}-{n}"));
@@ -490,7 +499,9 @@ fn two_nics_one_named(param: impl Fn(&str, &str) -> String) {
     server.ip(&["addr", "add", "10.99.2.1/24", "dev", &nics[0].0]);
     server.ip(&["addr", "add", "10.99.3.1/24", "dev", &nics[1].0]);
     server.ip(&["link", "set", &nics[0].0, "up"]);
-    server.ip(&["link", "set", &nics[1].0, "up"]);
+    if !late_b {
+        server.ip(&["link", "set", &nics[1].0, "up"]);
+    }
     let _dnsmasq = Dnsmasq::start(
         &server,
         &[
@@ -513,7 +524,17 @@ fn two_nics_one_named(param: impl Fn(&str, &str) -> String) {
     let opts = test_opts(root.path());
     let (events, emit) = collector();
     let cfg = NetworkConfig::from_params(&kv(&param(&mac_b, &nics[1].1))).unwrap();
+    let late = late_b.then(|| {
+        let (ns, dev) = (server.name.clone(), nics[1].0.clone());
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(1500));
+            sh(&["ip", "-n", &ns, "link", "set", &dev, "up"]);
+        })
+    });
     let net = client.run(move || network::bring_up(&cfg, &opts, emit).expect("bring-up"));
+    if let Some(h) = late {
+        h.join().unwrap();
+    }
     assert_eq!(net.interfaces.len(), 1);
     assert_eq!(
         net.interfaces[0].ifname,

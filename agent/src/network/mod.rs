@@ -226,9 +226,12 @@ pub fn bring_up(cfg: &NetworkConfig, opts: &Options, emit: Emitter) -> anyhow::R
                         None => bail!("no network interface has a link (cable?) for DHCP"),
                     }
                 }
+                // Prefer the named NIC only when it is racing (it has link).
                 let want = match device {
                     Some(_) => None,
-                    None => preferred.map(|l| l.name.clone()),
+                    None => preferred
+                        .filter(|p| candidates.iter().any(|c| c.index == p.index))
+                        .map(|l| l.name.clone()),
                 };
                 let lease = race_dhcp(&candidates, want.as_deref(), opts, &emit)?;
                 let link = links
@@ -368,7 +371,8 @@ fn preferred_link<'a>(links: &'a [Link], cfg: &NetworkConfig) -> Option<&'a Link
 }
 
 /// Waits until every link has carrier, the preferred one has it, `carrier_grace` passed
-/// since the first got it, or `carrier_timeout`. Returns the links with carrier.
+/// since the first got it (only without a preferred NIC), or `carrier_timeout`. Returns
+/// the links with carrier.
 fn wait_for_carrier(
     nl: &mut Netlink,
     links: &[Link],
@@ -401,7 +405,9 @@ fn wait_for_carrier(
         }
         let done = up.len() == links.len()
             || preferred.is_some_and(|p| up.iter().any(|l| l.index == p))
-            || first_up.is_some_and(|t| t.elapsed() >= opts.carrier_grace)
+            // The NIC the firmware booted from surely has a cable: wait for it, not a grace.
+            || (preferred.is_none()
+                && first_up.is_some_and(|t| t.elapsed() >= opts.carrier_grace))
             || start.elapsed() >= opts.carrier_timeout;
         if done {
             for l in now_links.iter().filter(|l| !l.carrier) {
