@@ -455,7 +455,41 @@ fn root_static_ip_without_dhcp_server() {
             .any(|(_, e)| matches!(e, NetEvent::ClockUnset { .. })),
         "no NTP server known: reported"
     );
+    drop(ev);
+    // After bring-up, carrier changes are still reported (the cable is "pulled" by taking
+    // the peer down).
+    server.ip(&["link", "set", &s_if, "down"]);
+    let c = c_if.clone();
+    wait_for(
+        &events,
+        Duration::from_secs(5),
+        "LinkDown after bring-up",
+        move |e| matches!(e, NetEvent::LinkDown { ifname } if *ifname == c),
+    );
+    server.ip(&["link", "set", &s_if, "up"]);
+    let c = c_if.clone();
+    let ups = move |evs: &Events| {
+        evs.lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, e)| matches!(e, NetEvent::LinkUp { ifname, .. } if *ifname == c))
+            .count()
+    };
+    let start = Instant::now();
+    while ups(&events) < 2 && start.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        ups(&events),
+        2,
+        "LinkUp at bring-up and again after the cable came back"
+    );
+    let start = Instant::now();
     net.shutdown();
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "link watcher stops promptly"
+    );
 }
 
 #[test]

@@ -54,6 +54,8 @@ pub struct Options {
     pub set_clock: bool,
     /// Keep leases renewed in a background thread.
     pub renew: bool,
+    /// Report carrier changes after bring-up (`LinkDown`/`LinkUp`) from a background thread.
+    pub watch_links: bool,
     pub dhcp_timing: dhcp::Timing,
 }
 
@@ -69,6 +71,7 @@ impl Default for Options {
             set_hostname: true,
             set_clock: true,
             renew: true,
+            watch_links: true,
             dhcp_timing: dhcp::Timing::default(),
         }
     }
@@ -85,7 +88,7 @@ pub struct Configured {
     pub lease: Option<Lease>,
 }
 
-/// The network once up. Dropping it stops the renewal thread (leases stay applied).
+/// The network once up. Dropping it stops the background threads (leases stay applied).
 #[derive(Debug)]
 pub struct Network {
     pub interfaces: Vec<Configured>,
@@ -95,14 +98,14 @@ pub struct Network {
     /// Clock offset applied by SNTP, ns (None: not set).
     pub clock_offset_nanos: Option<i128>,
     stop: Arc<AtomicBool>,
-    renewers: Vec<JoinHandle<()>>,
+    threads: Vec<JoinHandle<()>>,
 }
 
 impl Network {
-    /// Stops the renewal threads and waits for them.
+    /// Stops the background threads (renewal, link watch) and waits for them.
     pub fn shutdown(mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        for h in self.renewers.drain(..) {
+        for h in self.threads.drain(..) {
             let _ = h.join();
         }
     }
@@ -127,7 +130,7 @@ pub fn bring_up(cfg: &NetworkConfig, opts: &Options, emit: Emitter) -> anyhow::R
         ntp: Vec::new(),
         clock_offset_nanos: None,
         stop: stop.clone(),
-        renewers: Vec::new(),
+        threads: Vec::new(),
     };
     let mut nl = Netlink::open()?;
     if let Some(lo) = nl.links()?.into_iter().find(|l| l.name == "lo") {
@@ -253,7 +256,7 @@ pub fn bring_up(cfg: &NetworkConfig, opts: &Options, emit: Emitter) -> anyhow::R
                 ntp_from_net.extend(&lease.ntp);
                 hostname = hostname.or(lease.hostname.clone());
                 if opts.renew && lease.lease_secs != u32::MAX {
-                    net.renewers.push(spawn_renewer(
+                    net.threads.push(spawn_renewer(
                         link.clone(),
                         lease.clone(),
                         cfg.nameservers.clone(),
@@ -273,6 +276,15 @@ pub fn bring_up(cfg: &NetworkConfig, opts: &Options, emit: Emitter) -> anyhow::R
         }
     }
 
+    if opts.watch_links {
+        net.threads.push(spawn_link_watcher(
+            &mut nl,
+            &links,
+            opts,
+            stop.clone(),
+            emit.clone(),
+        )?);
+    }
     dedup(&mut dns);
     dedup(&mut search);
     resolv::write(&opts.root, &dns, &search)?;
@@ -601,6 +613,57 @@ fn apply_address(
 pub fn since_boot_ms() -> u64 {
     let t = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
     t.tv_sec as u64 * 1000 + t.tv_nsec as u64 / 1_000_000
+}
+
+/// Reports carrier changes of `links` (the Ethernet links bring-up used) until `stop`.
+fn spawn_link_watcher(
+    nl: &mut Netlink,
+    links: &[Link],
+    opts: &Options,
+    stop: Arc<AtomicBool>,
+    emit: Emitter,
+) -> anyhow::Result<JoinHandle<()>> {
+    // Subscribe first, then read the state: no change can fall in between.
+    let mut watch = netlink::LinkWatch::open()?;
+    let mut state: Vec<(u32, String, bool)> = nl
+        .links()?
+        .into_iter()
+        .filter(|l| links.iter().any(|x| x.index == l.index))
+        .map(|l| (l.index, l.name, l.carrier))
+        .collect();
+    let sysfs = opts.sysfs.clone();
+    Ok(std::thread::Builder::new()
+        .name("link-watch".into())
+        .spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                let changes = match watch.next(Duration::from_millis(500)) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        emit(NetEvent::Warning {
+                            message: format!("link watch stopped: {e:#}"),
+                        });
+                        return;
+                    }
+                };
+                for l in changes {
+                    let Some(entry) = state.iter_mut().find(|(i, _, _)| *i == l.index) else {
+                        continue;
+                    };
+                    if entry.2 == l.carrier {
+                        continue;
+                    }
+                    entry.2 = l.carrier;
+                    emit(if l.carrier {
+                        NetEvent::LinkUp {
+                            speed_mbps: inventory::speed(&sysfs, &l.name),
+                            ifname: l.name,
+                        }
+                    } else {
+                        NetEvent::LinkDown { ifname: l.name }
+                    });
+                }
+            }
+        })?)
 }
 
 /// Sleeps until `until` or until `stop` is set; false when stopped.

@@ -340,6 +340,62 @@ impl Netlink {
     }
 }
 
+/// Link change notifications (rtnetlink multicast group RTNLGRP_LINK).
+pub struct LinkWatch {
+    sock: Socket,
+}
+
+impl std::fmt::Debug for LinkWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LinkWatch")
+    }
+}
+
+impl LinkWatch {
+    /// Subscribes to link changes in the calling thread's network namespace.
+    pub fn open() -> anyhow::Result<LinkWatch> {
+        const RTNLGRP_LINK: u32 = 1;
+        let mut sock = Socket::new(NETLINK_ROUTE).context("opening rtnetlink socket")?;
+        sock.bind_auto().context("binding rtnetlink socket")?;
+        sock.add_membership(RTNLGRP_LINK)
+            .context("subscribing to link changes")?;
+        Ok(LinkWatch { sock })
+    }
+
+    /// Waits up to `timeout` for notifications and returns the links they describe (empty
+    /// on timeout). Deleted links are not reported.
+    pub fn next(&mut self, timeout: std::time::Duration) -> anyhow::Result<Vec<Link>> {
+        use rustix::event::{PollFd, PollFlags, Timespec, poll};
+        let mut fds = [PollFd::new(&self.sock, PollFlags::IN)];
+        let ts = Timespec {
+            tv_sec: timeout.as_secs() as i64,
+            tv_nsec: i64::from(timeout.subsec_nanos()),
+        };
+        match poll(&mut fds, Some(&ts)) {
+            Ok(0) | Err(rustix::io::Errno::INTR) => return Ok(Vec::new()),
+            Ok(_) => {}
+            Err(e) => return Err(std::io::Error::from(e)).context("waiting for link changes"),
+        }
+        let (data, _) = self.sock.recv_from_full().context("reading link changes")?;
+        let mut out = Vec::new();
+        let mut off = 0;
+        while off + 16 <= data.len() {
+            let len = u32::from_ne_bytes([data[off], data[off + 1], data[off + 2], data[off + 3]])
+                as usize;
+            if len < 16 || off + len > data.len() {
+                break;
+            }
+            if let Ok(m) = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&data[off..off + len])
+                && let NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(l)) = m.payload
+            {
+                out.push(link_from(&l));
+            }
+            off += (len + 3) & !3;
+        }
+        Ok(out)
+    }
+}
+
 fn is_errno(e: &anyhow::Error, errno: i32) -> bool {
     e.chain()
         .filter_map(|c| c.downcast_ref::<std::io::Error>())
