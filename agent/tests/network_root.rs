@@ -536,7 +536,7 @@ fn two_nics_one_named(late_b: bool, param: impl Fn(&str, &str) -> String) {
     if !late_b {
         server.ip(&["link", "set", &nics[1].0, "up"]);
     }
-    let _dnsmasq = Dnsmasq::start(
+    let dnsmasq = Dnsmasq::start(
         &server,
         &[
             format!("--interface={}", nics[0].0),
@@ -594,6 +594,35 @@ fn two_nics_one_named(late_b: bool, param: impl Fn(&str, &str) -> String) {
         a_addr.trim().is_empty(),
         "a (not chosen) got no address: {a_addr}"
     );
+    // If a got a lease before it lost the race, it gave it back.
+    let a_acked = ev.iter().find_map(|(_, e)| match e {
+        NetEvent::DhcpAck {
+            ifname, address, ..
+        } if *ifname == nics[0].1 => Some(*address),
+        _ => None,
+    });
+    if let Some(addr) = a_acked {
+        assert!(
+            ev.iter().any(
+                |(_, e)| matches!(e, NetEvent::DhcpRelease { address, .. } if *address == addr)
+            ),
+            "release event for {addr}"
+        );
+        let start = Instant::now();
+        while !dnsmasq
+            .log()
+            .contains(&format!("DHCPRELEASE({}) {addr}", nics[0].0))
+        {
+            assert!(
+                start.elapsed() < Duration::from_secs(3),
+                "dnsmasq saw no release of {addr}:\n{}",
+                dnsmasq.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    } else {
+        eprintln!("NOTE: a lost the race before its ACK; nothing to release this run");
+    }
     net.shutdown();
 }
 

@@ -50,6 +50,12 @@ pub enum NetEvent {
         server: Ipv4Addr,
         message: Option<String>,
     },
+    /// A lease got on a NIC that is not used was given back.
+    DhcpRelease {
+        ifname: String,
+        server: Ipv4Addr,
+        address: Ipv4Addr,
+    },
     /// Several NICs got leases; this one is used.
     LeaseSelected { ifname: String, reason: String },
     /// The lease was renewed (T1) or rebound (T2).
@@ -157,6 +163,11 @@ impl fmt::Display for NetEvent {
                 }
                 Ok(())
             }
+            DhcpRelease {
+                ifname,
+                server,
+                address,
+            } => write!(f, "{ifname}: DHCP release of unused {address} to {server}"),
             LeaseSelected { ifname, reason } => write!(f, "{ifname}: using this lease ({reason})"),
             LeaseRenewed { ifname, lease_secs } => {
                 write!(f, "{ifname}: DHCP lease renewed for {lease_secs} s")

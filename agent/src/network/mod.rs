@@ -463,16 +463,19 @@ impl<T> Cancellable<T> {
 }
 
 /// DHCP on every candidate at once; returns the preferred NIC's lease, or the first lease
-/// when no NIC is preferred (or the preferred one gets none).
+/// when no NIC is preferred (or the preferred one gets none). Leases got but not used are
+/// released (DHCPRELEASE), so a machine with four cabled NICs does not hold four addresses.
 fn race_dhcp(
     candidates: &[&Link],
     preferred: Option<&str>,
     opts: &Options,
     emit: &Emitter,
 ) -> anyhow::Result<Lease> {
+    /// A lease and the link-layer address its ACK came from.
+    type Got = (Lease, Option<[u8; 6]>);
     let cancel = Arc::new(AtomicBool::new(false));
     let deadline = Instant::now() + opts.dhcp_timeout;
-    let (tx, rx) = mpsc::channel();
+    let (tx, rx) = mpsc::channel::<(String, anyhow::Result<Got>)>();
     let mut handles = Vec::new();
     for l in candidates {
         let (tx, cancel, emit, timing) =
@@ -496,7 +499,8 @@ fn race_dhcp(
                             ifname: link.name.clone(),
                             mac: mac.0,
                         };
-                        dhcp::acquire(&mut t, &client, &timing, deadline, &*emit)
+                        let lease = dhcp::acquire(&mut t, &client, &timing, deadline, &*emit)?;
+                        Ok((lease, t.inner.last_peer_mac()))
                     })();
                     let _ = tx.send((link.name.clone(), r));
                 })?,
@@ -506,12 +510,13 @@ fn race_dhcp(
     let mut errors = Vec::new();
     // Without a preferred NIC any lease wins; with one, others wait until it fails.
     let mut any_wins = preferred.is_none();
-    let mut fallback: Option<Lease> = None;
+    let mut fallback: Option<Got> = None;
+    let mut unused: Vec<Got> = Vec::new();
     let mut chosen = None;
     for (name, r) in rx.iter() {
         let is_preferred = preferred == Some(name.as_str());
         match r {
-            Ok(lease) if is_preferred || any_wins => {
+            Ok(got) if is_preferred || any_wins => {
                 let reason = match (is_preferred, preferred) {
                     (true, _) => "named by BOOTIF/kiln.ifname".to_string(),
                     (false, Some(p)) => format!("{p} (preferred) got no lease"),
@@ -521,17 +526,16 @@ fn race_dhcp(
                     ifname: name,
                     reason,
                 });
-                chosen = Some(lease);
+                chosen = Some(got.0);
                 break;
             }
-            Ok(lease) => {
-                fallback.get_or_insert(lease);
-            }
+            Ok(got) if fallback.is_none() => fallback = Some(got),
+            Ok(got) => unused.push(got),
             Err(e) => {
                 errors.push(format!("{e:#}"));
                 if is_preferred {
                     any_wins = true;
-                    if let Some(l) = fallback.take() {
+                    if let Some((l, _)) = fallback.take() {
                         emit(NetEvent::LeaseSelected {
                             ifname: l.ifname.clone(),
                             reason: format!("{name} (preferred) got no lease"),
@@ -547,10 +551,61 @@ fn race_dhcp(
     for h in handles {
         let _ = h.join();
     }
-    if let Some(l) = chosen {
-        return Ok(l);
+    if chosen.is_none()
+        && let Some((l, _)) = fallback.take()
+    {
+        emit(NetEvent::LeaseSelected {
+            ifname: l.ifname.clone(),
+            reason: "the preferred NIC gave no answer".into(),
+        });
+        chosen = Some(l);
     }
-    bail!("DHCP failed on every interface: {}", errors.join("; "))
+    unused.extend(fallback);
+    unused.extend(rx.try_iter().filter_map(|(_, r)| r.ok()));
+    for (lease, server_mac) in unused {
+        if let Err(e) = release_lease(candidates, &lease, server_mac, &**emit) {
+            emit(NetEvent::Warning {
+                message: format!("{}: releasing unused lease: {e:#}", lease.ifname),
+            });
+        }
+    }
+    match chosen {
+        Some(l) => Ok(l),
+        None => bail!("DHCP failed on every interface: {}", errors.join("; ")),
+    }
+}
+
+/// Sends DHCPRELEASE for a lease we will not use, from its address to the server's MAC
+/// (or broadcast when unknown).
+fn release_lease(
+    candidates: &[&Link],
+    lease: &Lease,
+    server_mac: Option<[u8; 6]>,
+    emit: &dyn Fn(NetEvent),
+) -> anyhow::Result<()> {
+    let link = candidates
+        .iter()
+        .find(|l| l.name == lease.ifname)
+        .context("link not found")?;
+    let mac = link.mac.context("no MAC")?;
+    let client = dhcp::Client {
+        ifname: link.name.clone(),
+        mac: mac.0,
+    };
+    let mut t = dhcp::socket::PacketTransport::open(link.index)?;
+    let msg = dhcp::release(&client, lease).encode();
+    t.send_frame(
+        &msg,
+        lease.address,
+        lease.server,
+        server_mac.unwrap_or([0xff; 6]),
+    )?;
+    emit(NetEvent::DhcpRelease {
+        ifname: link.name.clone(),
+        server: lease.server,
+        address: lease.address,
+    });
+    Ok(())
 }
 
 /// Address, MTU and routes on one link.

@@ -237,6 +237,19 @@ pub fn request_renewal(c: &Client, xid: u32, lease: &Lease) -> Message {
     m
 }
 
+/// DHCPRELEASE (RFC 2131 table 5: `ciaddr`, server id and client id only).
+pub fn release(c: &Client, lease: &Lease) -> Message {
+    let mut m = Message::request(new_xid(), c.mac);
+    m.flags = 0;
+    m.ciaddr = lease.address;
+    m.push(opt::MESSAGE_TYPE, [MessageType::Release as u8]);
+    m.push(opt::SERVER_ID, lease.server.octets());
+    let mut id = vec![1u8];
+    id.extend_from_slice(&c.mac);
+    m.push(opt::CLIENT_ID, id);
+    m
+}
+
 /// A server's answer to us.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Reply {
@@ -713,6 +726,17 @@ mod tests {
             Renewal::NoAnswer
         );
         assert!(s.seen.len() >= 2, "renewal retransmitted");
+    }
+
+    #[test]
+    fn release_names_address_and_server_only() {
+        let lease = run(&[Act::Offer, Act::Ack]).0.unwrap();
+        let m = release(&client(), &lease);
+        assert_eq!(m.message_type(), Some(MessageType::Release));
+        assert_eq!((m.ciaddr, m.ip(opt::SERVER_ID)), (ADDR, Some(SERVER)));
+        assert_eq!(m.get(opt::PARAM_REQUEST), None);
+        assert_eq!(m.get(opt::VENDOR_CLASS), None);
+        assert!(m.get(opt::CLIENT_ID).is_some());
     }
 
     #[test]

@@ -135,6 +135,9 @@ fn build_filter() -> Vec<libc::sock_filter> {
 pub struct PacketTransport {
     fd: OwnedFd,
     ifindex: i32,
+    /// Link-layer source of the last payload returned by `recv`: the server's (or relay's)
+    /// MAC once a lease is acknowledged.
+    last_peer_mac: Option<[u8; 6]>,
 }
 
 fn last_os_error(what: &str) -> io::Error {
@@ -209,35 +212,17 @@ impl PacketTransport {
         if r < 0 {
             return Err(last_os_error("binding packet socket"));
         }
-        Ok(PacketTransport { fd, ifindex })
+        Ok(PacketTransport {
+            fd,
+            ifindex,
+            last_peer_mac: None,
+        })
     }
 }
 
 impl Transport for PacketTransport {
     fn send(&mut self, payload: &[u8], to: Ipv4Addr) -> io::Result<()> {
-        let pkt = ip_udp_packet(Ipv4Addr::UNSPECIFIED, to, payload);
-        // SAFETY: all-zero sockaddr_ll is valid; fields set below.
-        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        sll.sll_family = libc::AF_PACKET as u16;
-        sll.sll_protocol = ETH_P_IP.to_be();
-        sll.sll_ifindex = self.ifindex;
-        sll.sll_halen = 6;
-        sll.sll_addr[..6].copy_from_slice(&[0xff; 6]);
-        // SAFETY: buffer and address are valid for the lengths given.
-        let r = unsafe {
-            libc::sendto(
-                self.fd.as_raw_fd(),
-                pkt.as_ptr().cast(),
-                pkt.len(),
-                0,
-                (&sll as *const libc::sockaddr_ll).cast(),
-                std::mem::size_of::<libc::sockaddr_ll>() as u32,
-            )
-        };
-        if r < 0 {
-            return Err(last_os_error("sending on packet socket"));
-        }
-        Ok(())
+        self.send_frame(payload, Ipv4Addr::UNSPECIFIED, to, [0xff; 6])
     }
 
     fn recv(&mut self, timeout: Duration) -> io::Result<Option<Vec<u8>>> {
@@ -267,17 +252,60 @@ impl Transport for PacketTransport {
 }
 
 impl PacketTransport {
+    /// The link-layer source of the last payload `recv` returned.
+    pub fn last_peer_mac(&self) -> Option<[u8; 6]> {
+        self.last_peer_mac
+    }
+
+    /// Sends a DHCP payload in an IPv4/UDP packet from `src`:68 to `dst`:67, in a frame to
+    /// `dst_mac` (broadcast before we have an address; the server's MAC for a RELEASE).
+    pub fn send_frame(
+        &mut self,
+        payload: &[u8],
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        dst_mac: [u8; 6],
+    ) -> io::Result<()> {
+        let pkt = ip_udp_packet(src, dst, payload);
+        // SAFETY: all-zero sockaddr_ll is valid; fields set below.
+        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_protocol = ETH_P_IP.to_be();
+        sll.sll_ifindex = self.ifindex;
+        sll.sll_halen = 6;
+        sll.sll_addr[..6].copy_from_slice(&dst_mac);
+        // SAFETY: buffer and address are valid for the lengths given.
+        let r = unsafe {
+            libc::sendto(
+                self.fd.as_raw_fd(),
+                pkt.as_ptr().cast(),
+                pkt.len(),
+                0,
+                (&sll as *const libc::sockaddr_ll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            )
+        };
+        if r < 0 {
+            return Err(last_os_error("sending on packet socket"));
+        }
+        Ok(())
+    }
+
     /// Receives one packet; the flag is false when the kernel says the checksum was not
     /// computed yet (TP_STATUS_CSUMNOTREADY: offloaded, e.g. on veth or virtio from the
     /// same host), in which case the UDP checksum field cannot be checked.
-    fn recv_packet(&self, buf: &mut [u8]) -> io::Result<(usize, bool)> {
+    fn recv_packet(&mut self, buf: &mut [u8]) -> io::Result<(usize, bool)> {
         let mut iov = libc::iovec {
             iov_base: buf.as_mut_ptr().cast(),
             iov_len: buf.len(),
         };
         let mut control = [0u64; 16];
+        // SAFETY: sockaddr_ll is plain old data; all-zero is valid.
+        let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
         // SAFETY: msghdr is plain old data; all-zero is valid and the fields are set below.
         let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_name = (&mut from as *mut libc::sockaddr_ll).cast();
+        msg.msg_namelen = std::mem::size_of::<libc::sockaddr_ll>() as u32;
         msg.msg_iov = &mut iov;
         msg.msg_iovlen = 1;
         msg.msg_control = control.as_mut_ptr().cast();
@@ -286,6 +314,11 @@ impl PacketTransport {
         let n = unsafe { libc::recvmsg(self.fd.as_raw_fd(), &mut msg, libc::MSG_DONTWAIT) };
         if n < 0 {
             return Err(io::Error::last_os_error());
+        }
+        if from.sll_halen == 6 {
+            let mut mac = [0u8; 6];
+            mac.copy_from_slice(&from.sll_addr[..6]);
+            self.last_peer_mac = Some(mac);
         }
         let mut checksum_ready = true;
         // SAFETY: the CMSG_* helpers walk the control buffer the kernel just filled, bounded
