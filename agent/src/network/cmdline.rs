@@ -124,6 +124,9 @@ pub enum IpParam {
         device: Option<String>,
         /// dracut's optional MTU field.
         mtu: Option<u32>,
+        /// The long form's `<hostname>`: used instead of the lease's.
+        #[serde(default)]
+        hostname: Option<String>,
     },
     /// Static configuration.
     Static(StaticIp),
@@ -305,6 +308,7 @@ pub fn parse_ip(value: &str) -> Result<IpParam, ParamError> {
             return Ok(IpParam::Dhcp {
                 device: None,
                 mtu: None,
+                hostname: None,
             });
         }
         "rarp" | "dhcp6" | "auto6" | "either6" | "link6" | "ibft" => {
@@ -331,6 +335,7 @@ pub fn parse_ip(value: &str) -> Result<IpParam, ParamError> {
                     .filter(|s| !s.is_empty())
                     .map(|m| parse_mtu(m, value))
                     .transpose()?,
+                hostname: None,
             }),
             Autoconf::Off => Ok(IpParam::Off),
             Autoconf::Unset => Err(err(
@@ -409,7 +414,11 @@ pub fn parse_ip(value: &str) -> Result<IpParam, ParamError> {
 
     match (autoconf, client) {
         (Autoconf::Off, None) if device.is_none() => Ok(IpParam::Off),
-        (Autoconf::Dhcp, _) | (Autoconf::Unset, None) => Ok(IpParam::Dhcp { device, mtu }),
+        (Autoconf::Dhcp, _) | (Autoconf::Unset, None) => Ok(IpParam::Dhcp {
+            device,
+            mtu,
+            hostname,
+        }),
         (Autoconf::Off, None) => Err(err(
             "ip",
             value,
@@ -592,6 +601,7 @@ mod tests {
                 IpParam::Dhcp {
                     device: None,
                     mtu: None,
+                    hostname: None,
                 },
             ),
             (
@@ -599,6 +609,7 @@ mod tests {
                 IpParam::Dhcp {
                     device: None,
                     mtu: None,
+                    hostname: None,
                 },
             ),
             (
@@ -606,6 +617,7 @@ mod tests {
                 IpParam::Dhcp {
                     device: Some("eth0".into()),
                     mtu: None,
+                    hostname: None,
                 },
             ),
             (
@@ -613,6 +625,7 @@ mod tests {
                 IpParam::Dhcp {
                     device: Some("enp1s0".into()),
                     mtu: Some(9000),
+                    hostname: None,
                 },
             ),
             // Kernel documentation's example (nfsroot.rst).
@@ -666,6 +679,7 @@ mod tests {
                 IpParam::Dhcp {
                     device: Some("eth1".into()),
                     mtu: None,
+                    hostname: Some("myhost".into()),
                 },
             ),
             (
@@ -673,6 +687,7 @@ mod tests {
                 IpParam::Dhcp {
                     device: Some("eth1".into()),
                     mtu: None,
+                    hostname: None,
                 },
             ),
         ];
@@ -825,7 +840,8 @@ mod tests {
             cfg.ip,
             vec![IpParam::Dhcp {
                 device: None,
-                mtu: None
+                mtu: None,
+                hostname: None
             }]
         );
         assert_eq!(cfg.nameservers, vec![ip("192.0.2.53"), ip("192.0.2.54")]);

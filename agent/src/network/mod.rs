@@ -172,6 +172,7 @@ pub fn bring_up(cfg: &NetworkConfig, opts: &Options, emit: Emitter) -> anyhow::R
         vec![IpParam::Dhcp {
             device: None,
             mtu: None,
+            hostname: None,
         }]
     } else {
         cfg.ip.clone()
@@ -223,7 +224,11 @@ pub fn bring_up(cfg: &NetworkConfig, opts: &Options, emit: Emitter) -> anyhow::R
                     lease: None,
                 });
             }
-            IpParam::Dhcp { device, mtu } => {
+            IpParam::Dhcp {
+                device,
+                mtu,
+                hostname: wanted_hostname,
+            } => {
                 let candidates: Vec<&Link> = match device {
                     Some(d) => links.iter().filter(|l| &l.name == d).collect(),
                     None => with_carrier.iter().collect(),
@@ -259,7 +264,9 @@ pub fn bring_up(cfg: &NetworkConfig, opts: &Options, emit: Emitter) -> anyhow::R
                 dns.extend(&lease.dns);
                 search.extend(lease.search_domains());
                 ntp_from_net.extend(&lease.ntp);
-                hostname = hostname.or(lease.hostname.clone());
+                hostname = hostname
+                    .or(wanted_hostname.clone())
+                    .or(lease.hostname.clone());
                 if opts.renew && lease.lease_secs != u32::MAX {
                     net.threads.push(spawn_renewer(
                         link.clone(),
