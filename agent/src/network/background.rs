@@ -100,7 +100,8 @@ pub(super) fn spawn_renewer(
 
 /// The lease's life: renew at T1 (unicast), rebind at T2 (broadcast), start over on NAK
 /// or expiry (re-applying address, routes and, if they changed, resolv.conf). Runs until
-/// `stop`. `nameservers` are the command line's, which stay first in resolv.conf.
+/// `stop`; errors on the way are reported and retried, never end the thread.
+/// `nameservers` are the command line's, which stay first in resolv.conf.
 fn keep_renewed(
     link: &Link,
     mut lease: Lease,
@@ -115,38 +116,49 @@ fn keep_renewed(
         mac: mac.0,
     };
     let mut nl = Netlink::open()?;
+    let warn = |e: anyhow::Error| {
+        if !stop.load(Ordering::SeqCst) {
+            emit(NetEvent::Warning {
+                message: format!("{}: {e:#}", link.name),
+            });
+        }
+    };
     loop {
         let got = Instant::now();
         let secs = |s: u32| got + Duration::from_secs(u64::from(s));
         if !sleep_until(secs(lease.t1_secs), stop) {
             return Ok(());
         }
-        let mut outcome = dhcp::Renewal::NoAnswer;
-        if let Ok(inner) = dhcp::socket::UdpTransport::open(&link.name, lease.address) {
-            let mut t = Cancellable {
-                inner,
-                cancel: stop.clone(),
-            };
-            outcome = dhcp::renew(
-                &mut t,
-                &client,
-                &lease,
-                lease.server,
-                secs(lease.t2_secs),
-                &opts.dhcp_timing,
-            )?;
-            if outcome == dhcp::Renewal::NoAnswer {
-                outcome = dhcp::renew(
-                    &mut t,
-                    &client,
-                    &lease,
-                    Ipv4Addr::BROADCAST,
-                    secs(lease.lease_secs),
-                    &opts.dhcp_timing,
-                )?;
+        let outcome = match dhcp::socket::UdpTransport::open(&link.name, lease.address) {
+            Ok(inner) => {
+                let mut t = Cancellable {
+                    inner,
+                    cancel: stop.clone(),
+                };
+                let mut phase = |to: Ipv4Addr, until: Instant| {
+                    dhcp::renew(&mut t, &client, &lease, to, until, &opts.dhcp_timing)
+                        .unwrap_or_else(|e| {
+                            warn(anyhow::Error::new(e).context("renewing the DHCP lease"));
+                            // Do not spin on a persistent error: wait for the deadline.
+                            sleep_until(until, stop);
+                            dhcp::Renewal::NoAnswer
+                        })
+                };
+                match phase(lease.server, secs(lease.t2_secs)) {
+                    dhcp::Renewal::NoAnswer => phase(Ipv4Addr::BROADCAST, secs(lease.lease_secs)),
+                    other => other,
+                }
             }
+            Err(e) => {
+                warn(anyhow::Error::new(e).context("opening the DHCP renewal socket"));
+                sleep_until(secs(lease.lease_secs), stop);
+                dhcp::Renewal::NoAnswer
+            }
+        };
+        if stop.load(Ordering::SeqCst) {
+            return Ok(());
         }
-        match outcome {
+        let reason = match outcome {
             dhcp::Renewal::Extended(new) if new.address == lease.address => {
                 emit(NetEvent::LeaseRenewed {
                     ifname: link.name.clone(),
@@ -155,70 +167,86 @@ fn keep_renewed(
                 lease = *new;
                 continue;
             }
-            dhcp::Renewal::Extended(_) => emit(NetEvent::LeaseLost {
-                ifname: link.name.clone(),
-                reason: "server changed the address".into(),
-            }),
-            dhcp::Renewal::Refused { server, .. } => emit(NetEvent::LeaseLost {
-                ifname: link.name.clone(),
-                reason: format!("NAK from {server}"),
-            }),
-            dhcp::Renewal::NoAnswer => emit(NetEvent::LeaseLost {
-                ifname: link.name.clone(),
-                reason: "expired without an answer".into(),
-            }),
-        }
+            dhcp::Renewal::Extended(_) => "the server changed the address".to_string(),
+            dhcp::Renewal::Refused { server, .. } => format!("NAK from {server}"),
+            dhcp::Renewal::NoAnswer => "no answer to renew or rebind before expiry".to_string(),
+        };
+        emit(NetEvent::LeaseLost {
+            ifname: link.name.clone(),
+            reason,
+        });
         if let Err(e) = nl.del_address(link.index, lease.address, lease.prefix_len) {
-            emit(NetEvent::Warning {
-                message: format!("{e:#}"),
-            });
+            warn(e);
         }
         // Start over until a lease comes back or we are stopped.
-        loop {
+        lease = loop {
             if stop.load(Ordering::SeqCst) {
                 return Ok(());
             }
-            let sock = dhcp::socket::PacketTransport::open(link.index)?;
-            let mut t = Cancellable {
-                inner: sock,
-                cancel: stop.clone(),
-            };
-            match dhcp::acquire(
-                &mut t,
+            match restart(
+                link,
                 &client,
-                &opts.dhcp_timing,
-                Instant::now() + opts.dhcp_timeout,
+                &mut nl,
+                &lease,
+                nameservers,
+                opts,
+                stop,
                 emit,
             ) {
-                Ok(new) => {
-                    let mtu = new.mtu.map(u32::from);
-                    apply_address(
-                        &mut nl,
-                        link,
-                        new.address,
-                        new.prefix_len,
-                        &new.routes(),
-                        mtu,
-                        emit,
-                    )?;
-                    if new.dns != lease.dns || new.search_domains() != lease.search_domains() {
-                        let mut dns = nameservers.to_vec();
-                        dns.extend(&new.dns);
-                        dedup(&mut dns);
-                        let search = new.search_domains();
-                        resolv::write(&opts.root, &dns, &search)?;
-                        emit(NetEvent::Dns {
-                            servers: dns.into_iter().take(resolv::MAX_NAMESERVERS).collect(),
-                            search,
-                        });
-                    }
-                    lease = new;
-                    break;
+                Ok(new) => break new,
+                Err(e) => {
+                    warn(e);
+                    sleep_until(Instant::now() + Duration::from_secs(5), stop);
                 }
-                Err(e) => emit(NetEvent::Warning {
-                    message: format!("{e:#}"),
-                }),
             }
-        }
+        };
     }
+}
+
+/// DISCOVER from scratch and apply the new lease (and resolv.conf when DNS changed).
+#[allow(clippy::too_many_arguments)]
+fn restart(
+    link: &Link,
+    client: &dhcp::Client,
+    nl: &mut Netlink,
+    old: &Lease,
+    nameservers: &[Ipv4Addr],
+    opts: &Options,
+    stop: &Arc<AtomicBool>,
+    emit: &dyn Fn(NetEvent),
+) -> anyhow::Result<Lease> {
+    let sock = dhcp::socket::PacketTransport::open(link.index)?;
+    let mut t = Cancellable {
+        inner: sock,
+        cancel: stop.clone(),
+    };
+    let new = dhcp::acquire(
+        &mut t,
+        client,
+        &opts.dhcp_timing,
+        Instant::now() + opts.dhcp_timeout,
+        emit,
+    )?;
+    let mtu = new.mtu.map(u32::from);
+    apply_address(
+        nl,
+        link,
+        new.address,
+        new.prefix_len,
+        &new.routes(),
+        mtu,
+        emit,
+    )?;
+    if new.dns != old.dns || new.search_domains() != old.search_domains() {
+        let mut dns = nameservers.to_vec();
+        dns.extend(&new.dns);
+        dedup(&mut dns);
+        let search = new.search_domains();
+        resolv::write(&opts.root, &dns, &search)?;
+        emit(NetEvent::Dns {
+            servers: dns.into_iter().take(resolv::MAX_NAMESERVERS).collect(),
+            search,
+        });
+    }
+    Ok(new)
 }
