@@ -93,7 +93,8 @@ pub struct Configured {
     pub lease: Option<Lease>,
 }
 
-/// The network once up. Dropping it stops the background threads (leases stay applied).
+/// The network once up. The background threads (lease renewal, link watch) run until
+/// [`Network::shutdown`]; dropping this value leaves them running, as PID 1 wants.
 #[derive(Debug)]
 pub struct Network {
     pub interfaces: Vec<Configured>,
@@ -113,12 +114,6 @@ impl Network {
         for h in self.threads.drain(..) {
             let _ = h.join();
         }
-    }
-}
-
-impl Drop for Network {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
     }
 }
 
