@@ -10,6 +10,10 @@ use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
 
+/// The `ip=` forms, for error messages.
+const IP_FORMS: &str = "off, dhcp, <device>:dhcp or \
+    <client>:<server>:<gw>:<netmask>:<hostname>:<device>:<autoconf>:<dns0>:<dns1>:<ntp0>";
+
 /// A bad network parameter on the kernel command line.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("kernel parameter {param}={value:?}: {reason}")]
@@ -174,6 +178,7 @@ impl NetworkConfig {
     /// Unrelated parameters are ignored; a bad network parameter is an error naming it.
     pub fn from_params(params: &[(String, Option<String>)]) -> Result<NetworkConfig, ParamError> {
         let mut cfg = NetworkConfig::default();
+        let mut ip_raw = Vec::new();
         for (key, value) in params {
             let v = value.as_deref();
             let need = |what: &str| -> Result<&str, ParamError> {
@@ -181,23 +186,30 @@ impl NetworkConfig {
                     .ok_or_else(|| err(key, v.unwrap_or(""), format!("needs a value: {what}")))
             };
             match key.as_str() {
-                "ip" => cfg.ip.push(parse_ip(need("off, dhcp, <device>:dhcp or <client>:<server>:<gw>:<netmask>:<hostname>:<device>:<autoconf>:<dns0>:<dns1>:<ntp0>")?)?),
+                "ip" => {
+                    let value = need(IP_FORMS)?;
+                    cfg.ip.push(parse_ip(value)?);
+                    ip_raw.push(value.to_owned());
+                }
                 "nameserver" => {
                     let s = need("an IPv4 address")?;
                     cfg.nameservers.push(
-                        s.parse()
-                            .map_err(|_| err(key, s, "expected an IPv4 address such as 192.0.2.53"))?,
+                        s.parse().map_err(|_| {
+                            err(key, s, "expected an IPv4 address such as 192.0.2.53")
+                        })?,
                     );
                 }
                 "vlan" => cfg.vlans.push(parse_vlan(need("<name>:<parent>")?)?),
                 "BOOTIF" => cfg.boot_mac = Some(parse_bootif(need("a MAC address")?)?),
-                "kiln.ifname" => cfg.ifname = Some(parse_ifname(need("an interface name or MAC")?)?),
+                "kiln.ifname" => {
+                    cfg.ifname = Some(parse_ifname(need("an interface name or MAC")?)?)
+                }
                 "kiln.ntp" => cfg.ntp = parse_ntp(need("NTP servers, comma separated")?)?,
                 _ => {}
             }
         }
         if cfg.ip.len() > 1 {
-            for p in &cfg.ip {
+            for (p, raw) in cfg.ip.iter().zip(&ip_raw) {
                 let named = match p {
                     IpParam::Off => false,
                     IpParam::Dhcp { device, .. } => device.is_some(),
@@ -206,7 +218,7 @@ impl NetworkConfig {
                 if !named {
                     return Err(err(
                         "ip",
-                        &format!("{p:?}"),
+                        raw,
                         "with several ip= parameters each one must name its device",
                     ));
                 }
@@ -337,7 +349,14 @@ pub fn parse_ip(value: &str) -> Result<IpParam, ParamError> {
                     .transpose()?,
                 hostname: None,
             }),
-            Autoconf::Off => Ok(IpParam::Off),
+            Autoconf::Off => Err(err(
+                "ip",
+                value,
+                format!(
+                    "{}:off configures nothing: leave it out, or use ip=off to disable networking",
+                    f[0]
+                ),
+            )),
             Autoconf::Unset => Err(err(
                 "ip",
                 value,
@@ -710,6 +729,7 @@ mod tests {
             ("10.0.0.5:::24::averyveryverylongname0", "interface name"),
             ("1:2:3:4:5:6:7:8:9:10:11", "too many"),
             ("eth0:", "missing autoconf"),
+            ("eth0:off", "configures nothing"),
             // dracut's <macaddr> field is not supported: it reads as the long form.
             ("enp1s0:dhcp:1500:52:54:00:12:34:56", "client address"),
         ];
@@ -853,7 +873,9 @@ mod tests {
         let cfg =
             NetworkConfig::from_params(&kv("ip=eth0:dhcp ip=10.0.0.2:::24::eth1:none")).unwrap();
         assert_eq!(cfg.ip.len(), 2);
-        assert!(NetworkConfig::from_params(&kv("ip=eth0:dhcp ip=dhcp")).is_err());
+        let e = NetworkConfig::from_params(&kv("ip=eth0:dhcp ip=dhcp")).unwrap_err();
+        assert_eq!((e.param.as_str(), e.value.as_str()), ("ip", "dhcp"));
+        assert!(e.reason.contains("must name its device"), "{e}");
         assert!(NetworkConfig::from_params(&kv("ip=off")).unwrap().is_off());
         assert_eq!(
             NetworkConfig::from_params(&kv("kiln.ifname=52:54:00:12:34:56"))
