@@ -82,6 +82,8 @@ pub enum Event {
     Power { action: PowerAction, reason: String },
     /// A failure of the main task; the agent retries after `retry_in_s`.
     Fatal { error: String, retry_in_s: u64 },
+    /// Network bring-up and upkeep ([`crate::network`]).
+    Network { detail: crate::network::NetEvent },
     /// Free text for things without a typed event yet.
     Message { level: Level, text: String },
 }
@@ -91,6 +93,17 @@ impl Event {
         match self {
             Event::MountFailed { required: true, .. } | Event::Fatal { .. } => Level::Error,
             Event::MountFailed { .. } | Event::CmdlineWarning { .. } => Level::Warn,
+            Event::Network { detail } => {
+                use crate::network::NetEvent as N;
+                match detail {
+                    N::Warning { .. } | N::LeaseLost { .. } | N::LinkDown { .. } => Level::Warn,
+                    N::ClockUnset { .. } | N::DhcpNak { .. } => Level::Warn,
+                    N::DhcpDiscover { .. } | N::DhcpOffer { .. } | N::DhcpRequest { .. } => {
+                        Level::Debug
+                    }
+                    _ => Level::Info,
+                }
+            }
             Event::Reaped { .. } => Level::Debug,
             Event::Message { level, .. } => *level,
             _ => Level::Info,
@@ -154,6 +167,7 @@ impl fmt::Display for Event {
             Event::Fatal { error, retry_in_s } => {
                 write!(f, "FAILED: {error} (retrying in {retry_in_s} s)")
             }
+            Event::Network { detail } => write!(f, "{detail}"),
             Event::Message { text, .. } => f.write_str(text),
         }
     }

@@ -31,6 +31,8 @@ pub struct Context {
     pub reporter: Arc<Reporter>,
     pub cmdline: Parsed,
     pub consoles: Consoles,
+    /// The network once up; kept across retries of [`work`] (its threads renew leases).
+    pub network: std::sync::Mutex<Option<crate::network::Network>>,
 }
 
 /// Runs PID 1. Never returns.
@@ -104,6 +106,7 @@ pub fn run() -> ! {
         reporter,
         cmdline,
         consoles,
+        network: std::sync::Mutex::new(None),
     };
     supervise(&ctx)
 }
