@@ -64,6 +64,13 @@ pub enum Event {
         /// The display's video (`framebuffer fb0`, `VGA text`); `None` when headless.
         video: Option<String>,
     },
+    /// Where the agent will register, from the kernel parameters. The token itself is
+    /// never reported, only whether there is one.
+    ControlPlane {
+        url: Option<String>,
+        token: bool,
+        ca_pin: Option<String>,
+    },
     /// The filesystems mounted, read back from /proc/self/mountinfo.
     Mounts { mounts: Vec<MountEntry> },
     /// A mount that failed (non-fatal for optional ones).
@@ -141,6 +148,17 @@ impl fmt::Display for Event {
                 video
                     .as_ref()
                     .map_or("no (headless)".to_string(), |v| format!("yes ({v})"))
+            ),
+            Event::ControlPlane { url, token, ca_pin } => write!(
+                f,
+                "control plane: {}; bootstrap token: {}; CA pin: {}",
+                url.as_deref().unwrap_or("none (kiln.url= not set)"),
+                if *token {
+                    "present"
+                } else {
+                    "none (approval code)"
+                },
+                ca_pin.as_deref().unwrap_or("none")
             ),
             Event::Mounts { mounts } => {
                 f.write_str("mounted:")?;

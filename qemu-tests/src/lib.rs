@@ -53,6 +53,10 @@ pub enum Boot {
     Iso { path: PathBuf, media: Media },
     /// Firmware boots from the first disk.
     Disk,
+    /// The NIC's iPXE ROM boots over the network: QEMU's user-mode network
+    /// (`restrict=on`: nothing leaves the VM) serves DHCP and, by TFTP, `bootfile` from
+    /// `tftp_dir` (an iPXE script or a kernel).
+    Pxe { tftp_dir: PathBuf, bootfile: String },
 }
 
 /// Disk controller a disk hangs off.
@@ -193,6 +197,15 @@ impl GuestBuilder {
                 }
             }
             Boot::Disk => {}
+            Boot::Pxe { tftp_dir, bootfile } => push(&[
+                "-netdev",
+                &format!(
+                    "user,id=pxe,restrict=on,tftp={},bootfile={bootfile}",
+                    tftp_dir.display()
+                ),
+                "-device",
+                "virtio-net-pci,netdev=pxe,mac=52:54:00:12:34:56,bootindex=0",
+            ]),
         }
         if need_xhci {
             // The controller must exist before the devices on it.

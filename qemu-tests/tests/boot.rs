@@ -64,6 +64,18 @@ fn check_started_with(g: &mut Guest, name: &str, efi: bool, video: Option<&str>)
     Ok(())
 }
 
+/// The agent's plain lines: `[   12.345] ...` (the kernel's have six decimals) and the banner.
+fn is_agent_line(line: &str) -> bool {
+    let stamp = line
+        .strip_prefix('[')
+        .and_then(|l| l.split_once("] "))
+        .map(|(s, _)| s.trim());
+    let agent_stamp = stamp
+        .and_then(|s| s.split_once('.'))
+        .is_some_and(|(a, b)| a.bytes().all(|c| c.is_ascii_digit()) && b.len() == 3);
+    agent_stamp || line.starts_with("kiln-agent ")
+}
+
 fn check_poweroff(g: &mut Guest, reason: &str) -> Result<()> {
     g.expect(&format!("poweroff: {reason}"), STEP)?;
     let status = g.wait_exit(STEP)?;
@@ -79,6 +91,14 @@ fn direct(name: &str, boot: Boot) -> Result<()> {
     check_started(&mut g, name, false, false)?;
     check_poweroff(&mut g, "kiln.poweroff is set")
 }
+
+/// A NIC on QEMU's user network, `restrict=on`: DHCP from QEMU, nothing leaves the VM.
+const USER_NIC: [&str; 4] = [
+    "-netdev",
+    "user,id=n0,restrict=on",
+    "-device",
+    "virtio-net-pci,netdev=n0",
+];
 
 const APPEND: &str = "console=ttyS0,115200 panic=-1 kiln.poweroff=1";
 
@@ -104,6 +124,54 @@ fn vm_boot_embedded_vmlinuz() -> Result<()> {
     direct("embedded-vmlinuz", boot)
 }
 
+#[test]
+#[ignore = "vm: boots QEMU (scripts/test vm)"]
+fn vm_boot_pxe_ipxe_with_token() -> Result<()> {
+    let name = "pxe-ipxe";
+    let tftp = tempfile::tempdir()?;
+    std::fs::copy(
+        artifacts::installer()?,
+        tftp.path().join("kiln-installer.vmlinuz"),
+    )?;
+    let token = "eyJhbGciOiJkaXIiLCJlbmMiOiJBMjU2R0NNIn0.TEST-TOKEN";
+    let pin = format!("sha256:{}", "ab".repeat(32));
+    // What an operator's PXE server hands iPXE: the installer, the control plane and a
+    // bootstrap token on the command line, and BOOTIF with the MAC that booted.
+    std::fs::write(
+        tftp.path().join("boot.ipxe"),
+        format!(
+            "#!ipxe\nkernel tftp://10.0.2.2/kiln-installer.vmlinuz {APPEND} \
+             kiln.url=https://cp.kiln.test:8443 kiln.token={token} kiln.ca={pin} \
+             BOOTIF=01-${{net0/mac:hexhyp}}\nboot\n"
+        ),
+    )?;
+    let boot = Boot::Pxe {
+        tftp_dir: tftp.path().to_path_buf(),
+        bootfile: "boot.ipxe".into(),
+    };
+    let mut g = GuestBuilder::new(name, boot).start()?;
+    g.check(|g| {
+        check_started(g, name, false, false)?;
+        let cp = g.expect("control plane: ", STEP)?;
+        ensure!(
+            cp.contains(&format!(
+                "control plane: https://cp.kiln.test:8443; bootstrap token: present; CA pin: {pin}"
+            )),
+            "{cp}"
+        );
+        check_poweroff(g, "kiln.poweroff is set")?;
+        let text = g.serial_text();
+        ensure!(
+            !text
+                .lines()
+                .filter(|l| is_agent_line(l))
+                .any(|l| l.contains("TEST-TOKEN")),
+            "the agent printed the bootstrap token"
+        );
+        Ok(())
+    })
+}
+
 /// Boots the test ISO; with a display, checks the screen shows something; then powers
 /// off by typing `poweroff` on the serial console.
 fn iso(name: &str, firmware: Firmware, media: Media, display: bool) -> Result<()> {
@@ -111,6 +179,7 @@ fn iso(name: &str, firmware: Firmware, media: Media, display: bool) -> Result<()
     let mut g = GuestBuilder::new(name, Boot::Iso { path, media })
         .firmware(firmware)
         .display(display)
+        .args(USER_NIC)
         .start()?;
     check_started(&mut g, name, firmware == Firmware::Ovmf, display)?;
     g.expect("nothing more to do", STEP)?;

@@ -5,7 +5,7 @@
 //! 2. fds 0-2 on /dev/console when the kernel left them closed.
 //! 3. Read /proc/cmdline ([`crate::cmdline`]) and find the consoles ([`crate::console`]).
 //! 4. Print the banner (`kiln-agent <version>`, time since kernel start) on every console,
-//!    then what was mounted and any kernel-parameter warnings.
+//!    then what was mounted, the control plane settings and any kernel-parameter warnings.
 //! 5. Take over Ctrl-Alt-Del, handle signals ([`signals`]), reap orphans ([`reaper`]).
 //! 6. Read operator commands on every console (`reboot`, `poweroff`, `shell` ...).
 //! 7. Run the agent's work under a supervisor: an error or a panic is shown on every
@@ -84,6 +84,11 @@ pub fn run() -> ! {
         .map(|s| mounts::parse_mountinfo(&s))
         .unwrap_or_default();
     reporter.emit(Event::Mounts { mounts: mounted });
+    reporter.emit(Event::ControlPlane {
+        url: cmdline.settings.url.clone(),
+        token: cmdline.settings.token.is_some(),
+        ca_pin: cmdline.settings.ca_pin.clone(),
+    });
     for w in &cmdline.warnings {
         reporter.emit(Event::CmdlineWarning {
             key: w.key.clone(),
@@ -152,13 +157,45 @@ fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
         .unwrap_or_else(|| "panic".into())
 }
 
-/// The agent's work. Network bring-up, registration and provisioning plug in here.
+/// The agent's work, in order: network, then (later issues) registration and
+/// provisioning. With `kiln.poweroff` (tests) it powers off once the steps ran, whatever
+/// their outcome, after reporting it.
 fn work(ctx: &Context) -> anyhow::Result<()> {
+    let net = network_up(ctx);
     if ctx.cmdline.settings.poweroff {
-        return Err(
-            power::act(&ctx.reporter, PowerAction::Poweroff, "kiln.poweroff is set").into(),
-        );
+        if let Err(e) = &net {
+            ctx.reporter.emit(Event::Message {
+                level: Level::Error,
+                text: format!("{e:#}"),
+            });
+        }
+        let err = power::act(&ctx.reporter, PowerAction::Poweroff, "kiln.poweroff is set");
+        return Err(err.into());
     }
+    net
+}
+
+/// Brings the network up once; later calls find it up.
+fn network_up(ctx: &Context) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let mut slot = ctx.network.lock().unwrap_or_else(|e| e.into_inner());
+    if slot.is_some() {
+        return Ok(());
+    }
+    let params: Vec<(String, Option<String>)> = ctx
+        .cmdline
+        .params
+        .iter()
+        .map(|p| (p.key.clone(), p.value.clone()))
+        .collect();
+    let cfg = crate::network::NetworkConfig::from_params(&params)
+        .context("reading the network settings from the kernel command line")?;
+    let reporter = ctx.reporter.clone();
+    let emit: crate::network::Emitter =
+        Arc::new(move |detail| reporter.emit(Event::Network { detail }));
+    let net = crate::network::bring_up(&cfg, &crate::network::Options::default(), emit)
+        .context("bringing up the network")?;
+    *slot = Some(net);
     Ok(())
 }
 
