@@ -5,7 +5,7 @@
 //! QEMU start to the agent's banner.
 
 use anyhow::{Result, ensure};
-use kiln_qemu_tests::{Boot, Firmware, Guest, GuestBuilder, Media, artifacts, ppm};
+use kiln_qemu_tests::{Boot, Bus, Firmware, Guest, GuestBuilder, Media, artifacts, ppm};
 use std::time::Duration;
 
 const BOOT: Duration = Duration::from_secs(300);
@@ -172,16 +172,72 @@ fn vm_boot_pxe_ipxe_with_token() -> Result<()> {
     })
 }
 
+/// The control plane URL the test ISO has baked in (`scripts/build-iso --cmdline`).
+const ISO_URL: &str = "https://cp.kiln.test:8443";
+
+#[test]
+#[ignore = "vm: boots QEMU (scripts/test vm)"]
+fn vm_boot_sees_disks_on_every_bus() -> Result<()> {
+    let name = "disks";
+    let dir = tempfile::tempdir()?;
+    let mut b = GuestBuilder::new(
+        name,
+        Boot::Kernel {
+            kernel: artifacts::installer()?,
+            initrd: None,
+            append: "console=ttyS0,115200 panic=-1".into(),
+        },
+    );
+    for (i, (bus, serial)) in [
+        (Bus::Virtio, "KILN-VIRTIO-1"),
+        (Bus::Nvme, "KILN-NVME-1"),
+        (Bus::Sata, "KILN-SATA-1"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let path = dir.path().join(format!("disk{i}.raw"));
+        std::fs::File::create(&path)?.set_len(64 << 20)?;
+        b = b.disk(path, bus, serial);
+    }
+    let mut g = b.start()?;
+    g.check(|g| {
+        check_started(g, name, false, false)?;
+        // Ask the installer's rescue shell what the kernel sees, serial numbers included.
+        g.type_line("shell")?;
+        g.expect("starting a shell on /dev/ttyS0", STEP)?;
+        g.type_line(
+            "echo BLOCK $(ls /sys/block | grep -v loop); \
+             echo SERIALS $(cat /sys/block/vda/serial; echo; cat /sys/class/nvme/nvme0/serial); exit",
+        )?;
+        let block = g.expect("BLOCK n", STEP)?;
+        ensure!(block.ends_with("BLOCK nvme0n1 sda vda"), "{block}");
+        let serials = g.expect("SERIALS K", STEP)?;
+        ensure!(
+            serials.ends_with("SERIALS KILN-VIRTIO-1 KILN-NVME-1"),
+            "{serials}"
+        );
+        g.expect("shell exited", STEP)?;
+        g.type_line("poweroff")?;
+        check_poweroff(g, "typed on /dev/ttyS0")
+    })
+}
+
 /// Boots the test ISO; with a display, checks the screen shows something; then powers
 /// off by typing `poweroff` on the serial console.
 fn iso(name: &str, firmware: Firmware, media: Media, display: bool) -> Result<()> {
-    let path = artifacts::test_iso("panic=-1")?;
+    let path = artifacts::test_iso(&format!("panic=-1 kiln.url={ISO_URL}"))?;
     let mut g = GuestBuilder::new(name, Boot::Iso { path, media })
         .firmware(firmware)
         .display(display)
         .args(USER_NIC)
         .start()?;
     check_started(&mut g, name, firmware == Firmware::Ovmf, display)?;
+    let cp = g.expect("control plane: ", STEP)?;
+    ensure!(
+        cp.contains(&format!("control plane: {ISO_URL};")),
+        "URL baked into the ISO not seen: {cp}"
+    );
     g.expect("nothing more to do", STEP)?;
     if display {
         let shot = artifacts::out_dir().join(format!("test-logs/{name}.ppm"));
