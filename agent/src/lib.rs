@@ -1,0 +1,3 @@
+//! Kiln's installer agent as a library: the binary in main.rs is a thin shell.
+
+pub mod provision;
