@@ -16,8 +16,12 @@
 //!
 //! [`cli`] runs them by hand against a loop device or a spare disk.
 
+pub mod blockdev;
+pub mod compress;
 pub mod disk;
 pub mod events;
+pub mod gpt;
+pub mod layer0;
 pub mod select;
 
 pub use events::{Event, Phase, Progress};

@@ -1,0 +1,146 @@
+//! Block-device plumbing after the partition table changed: re-read it (BLKRRPART with
+//! retries, BLKPG resize as fallback) and wait for the partition's sysfs entry and node.
+
+use std::fs::File;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use super::disk::partition_name;
+
+const BLKRRPART: rustix::ioctl::Opcode = rustix::ioctl::opcode::none(0x12, 95);
+const BLKPG: rustix::ioctl::Opcode = rustix::ioctl::opcode::none(0x12, 105);
+const BLKPG_RESIZE_PARTITION: i32 = 3;
+
+/// `struct blkpg_partition` from linux/blkpg.h.
+#[repr(C)]
+struct BlkpgPartition {
+    start: i64,
+    length: i64,
+    pno: i32,
+    devname: [u8; 64],
+    volname: [u8; 64],
+}
+
+/// `struct blkpg_ioctl_arg` from linux/blkpg.h.
+#[repr(C)]
+struct BlkpgIoctlArg {
+    op: i32,
+    flags: i32,
+    datalen: i32,
+    data: *mut BlkpgPartition,
+}
+
+/// Asks the kernel to re-read the partition table, up to 20 tries 100 ms apart (EBUSY
+/// happens while something still has a partition open).
+pub fn reread_partition_table(disk: &File) -> rustix::io::Result<()> {
+    let mut last = rustix::io::Errno::BUSY;
+    for _ in 0..20 {
+        // SAFETY: BLKRRPART takes no argument; the fd is an open block device.
+        let r =
+            unsafe { rustix::ioctl::ioctl(disk.as_fd(), rustix::ioctl::NoArg::<BLKRRPART>::new()) };
+        match r {
+            Ok(()) => return Ok(()),
+            Err(e) if e == rustix::io::Errno::BUSY => last = e,
+            Err(e) => return Err(e),
+        }
+        sleep(Duration::from_millis(100));
+    }
+    Err(last)
+}
+
+/// Tells the kernel partition `pno` now spans `start..start+length` bytes (BLKPG).
+pub fn blkpg_resize(disk: &File, pno: u32, start: u64, length: u64) -> rustix::io::Result<()> {
+    let mut part = BlkpgPartition {
+        start: start as i64,
+        length: length as i64,
+        pno: pno as i32,
+        devname: [0; 64],
+        volname: [0; 64],
+    };
+    let arg = BlkpgIoctlArg {
+        op: BLKPG_RESIZE_PARTITION,
+        flags: 0,
+        datalen: size_of::<BlkpgPartition>() as i32,
+        data: &mut part,
+    };
+    // SAFETY: BLKPG takes a pointer to blkpg_ioctl_arg whose data points to a
+    // blkpg_partition; both are repr(C) copies of the kernel structs and outlive the call.
+    unsafe {
+        rustix::ioctl::ioctl(
+            disk.as_fd(),
+            rustix::ioctl::Setter::<BLKPG, BlkpgIoctlArg>::new(arg),
+        )
+    }
+}
+
+/// Makes the kernel see the new extent of partition `pno`: BLKRRPART, else BLKPG.
+pub fn refresh_partition(
+    disk: &File,
+    disk_name: &str,
+    pno: u32,
+    start: u64,
+    length: u64,
+) -> Result<()> {
+    match reread_partition_table(disk) {
+        Ok(()) => Ok(()),
+        Err(e) => blkpg_resize(disk, pno, start, length).with_context(|| {
+            format!("re-reading the partition table of {disk_name} failed ({e}) and BLKPG resize of partition {pno} failed too")
+        }),
+    }
+}
+
+/// Waits (up to `timeout`) until sysfs shows partition `pno` of `disk_name` with `size`
+/// bytes and its device node exists; creates the node from sysfs when no devtmpfs/udev
+/// makes it. Returns the node path.
+pub fn wait_for_partition(
+    sys: &Path,
+    dev: &Path,
+    disk_name: &str,
+    pno: u32,
+    size: u64,
+    timeout: Duration,
+) -> Result<PathBuf> {
+    let pname = partition_name(disk_name, pno);
+    let sysdir = sys.join("class/block").join(&pname);
+    let node = dev.join(&pname);
+    let deadline = Instant::now() + timeout;
+    loop {
+        let sectors = std::fs::read_to_string(sysdir.join("size"))
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok());
+        if sectors == Some(size / 512) {
+            if node.exists() {
+                return Ok(node);
+            }
+            if Instant::now() >= deadline {
+                let devno = std::fs::read_to_string(sysdir.join("dev"))
+                    .context("reading partition dev number")?;
+                let (maj, min) = devno
+                    .trim()
+                    .split_once(':')
+                    .context("bad dev number in sysfs")?;
+                let devt = rustix::fs::makedev(maj.parse()?, min.parse()?);
+                rustix::fs::mknodat(
+                    rustix::fs::CWD,
+                    &node,
+                    rustix::fs::FileType::BlockDevice,
+                    rustix::fs::Mode::from_raw_mode(0o600),
+                    devt,
+                )
+                .with_context(|| format!("creating {}", node.display()))?;
+                return Ok(node);
+            }
+        } else if Instant::now() >= deadline {
+            bail!(
+                "partition {pno} of {disk_name} did not appear as {} with {} sectors within {timeout:?} (sysfs says {sectors:?})",
+                node.display(),
+                size / 512
+            );
+        }
+        sleep(Duration::from_millis(50));
+    }
+}
