@@ -249,13 +249,13 @@ fn read_links(dir: &Path) -> Option<BTreeMap<String, String>> {
     let rd = fs::read_dir(dir).ok()?;
     let mut m = BTreeMap::new();
     for e in rd.filter_map(|e| e.ok()) {
-        if let Ok(t) = fs::read_link(e.path()) {
-            if let Some(base) = t.file_name() {
-                m.insert(
-                    e.file_name().to_string_lossy().into_owned(),
-                    base.to_string_lossy().into_owned(),
-                );
-            }
+        if let Ok(t) = fs::read_link(e.path())
+            && let Some(base) = t.file_name()
+        {
+            m.insert(
+                e.file_name().to_string_lossy().into_owned(),
+                base.to_string_lossy().into_owned(),
+            );
         }
     }
     Some(m)

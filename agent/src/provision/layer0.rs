@@ -50,7 +50,7 @@ impl AlignedBuf {
         &self.buf[self.off..self.off + self.cap]
     }
     /// The usable bytes, mutable.
-    pub fn as_mut(&mut self) -> &mut [u8] {
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
         &mut self.buf[self.off..self.off + self.cap]
     }
 }
@@ -186,7 +186,7 @@ fn decompress_thread(
             .try_recv()
             .unwrap_or_else(|_| AlignedBuf::new(CHUNK));
         let mut n = 0;
-        let slice = buf.as_mut();
+        let slice = buf.as_mut_slice();
         while n < CHUNK {
             match dec.read(&mut slice[n..]) {
                 Ok(0) => break,
@@ -424,7 +424,7 @@ fn write_loop(
                 let mut rest_off = 0usize;
                 if off < HOLD as u64 {
                     let take = (HOLD - head_len).min(n);
-                    head.as_mut()[head_len..head_len + take].copy_from_slice(&data[..take]);
+                    head.as_mut_slice()[head_len..head_len + take].copy_from_slice(&data[..take]);
                     head_len += take;
                     rest = &data[take..];
                     rest_off = take;
@@ -447,7 +447,7 @@ fn write_loop(
                         bail!("layer 0 is larger than {name} ({} bytes)", t.size);
                     }
                     // rest starts at HOLD within an aligned CHUNK buffer or at 0: still aligned.
-                    debug_assert!(rest_off % ALIGN == 0);
+                    debug_assert!(rest_off.is_multiple_of(ALIGN));
                     t.write_at(rest, off)
                         .with_context(|| format!("writing {name} at offset {off}"))?;
                     off += rest.len() as u64;
@@ -468,7 +468,7 @@ fn write_loop(
                         g
                     }
                 };
-                if off % u64::from(g.sector_size) != 0 {
+                if !off.is_multiple_of(u64::from(g.sector_size)) {
                     bail!(
                         "layer 0 is {off} bytes, not a whole number of {}-byte sectors: truncated image?",
                         g.sector_size
@@ -608,7 +608,7 @@ mod tests {
             let c = compress(kind, &img);
             // Put an old, bootable-looking disk there first.
             let d = disk(16 << 20, 0);
-            std::fs::write(d.path(), &testimg::make(16 << 20, 512)).unwrap();
+            std::fs::write(d.path(), testimg::make(16 << 20, 512)).unwrap();
             let src = FailAfter {
                 data: &c,
                 ok: c.len() - 100,

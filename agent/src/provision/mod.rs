@@ -20,8 +20,10 @@ pub mod blockdev;
 pub mod compress;
 pub mod disk;
 pub mod events;
+pub mod extract;
 pub mod gpt;
 pub mod layer0;
+pub mod root;
 pub mod select;
 
 pub use events::{Event, Phase, Progress};

@@ -365,13 +365,13 @@ pub fn rejections(d: &Disk, hints: &[Hint], policy: &Policy) -> Vec<Rejection> {
             need: policy.min_size,
         });
     }
-    if let Some(ss) = policy.sector_size {
-        if ss != d.logical_sector {
-            r.push(Rejection::SectorSize {
-                disk: d.logical_sector,
-                image: ss,
-            });
-        }
+    if let Some(ss) = policy.sector_size
+        && ss != d.logical_sector
+    {
+        r.push(Rejection::SectorSize {
+            disk: d.logical_sector,
+            image: ss,
+        });
     }
     match d.transport {
         Transport::Ram | Transport::Stacked | Transport::Optical => {
