@@ -17,13 +17,17 @@
 //! [`cli`] runs them by hand against a loop device or a spare disk.
 
 pub mod blockdev;
+pub mod bootplan;
+pub mod cloudinit;
 pub mod compress;
 pub mod disk;
 pub mod events;
 pub mod extract;
 pub mod gpt;
+pub mod inject;
 pub mod layer0;
 pub mod root;
+pub mod rootfs;
 pub mod select;
 
 pub use events::{Event, Phase, Progress};
