@@ -149,13 +149,13 @@ pub fn parse_grub_cfg(text: &str) -> Option<Entry> {
     let mut cur_depth = 0;
     for line in text.lines() {
         let t = line.trim();
-        if depth == 0 {
-            if let Some(v) = t.strip_prefix("set default=") {
-                default = v
-                    .trim_matches(|c| c == '"' || c == '\'')
-                    .parse()
-                    .unwrap_or(0);
-            }
+        if depth == 0
+            && let Some(v) = t.strip_prefix("set default=")
+        {
+            default = v
+                .trim_matches(|c| c == '"' || c == '\'')
+                .parse()
+                .unwrap_or(0);
         }
         let toks = tokens(t);
         let first = toks.first().map(String::as_str).unwrap_or("");
@@ -178,10 +178,10 @@ pub fn parse_grub_cfg(text: &str) -> Option<Entry> {
             }
         }
         depth += t.matches('{').count() as i32 - t.matches('}').count() as i32;
-        if cur.is_some() && depth < cur_depth {
-            if let Some(e) = cur.take() {
-                entries.push(e);
-            }
+        if depth < cur_depth
+            && let Some(e) = cur.take()
+        {
+            entries.push(e);
         }
     }
     entries

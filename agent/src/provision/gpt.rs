@@ -96,6 +96,8 @@ pub struct GrowReport {
     pub old_end_lba: u64,
     /// Last sector after.
     pub new_end_lba: u64,
+    /// Partition device node, once the kernel shows it (block devices only).
+    pub node: Option<std::path::PathBuf>,
 }
 
 impl GrowReport {
@@ -172,7 +174,7 @@ pub fn find_root(gpt: &GPT, choice: &RootChoice) -> Result<u32> {
 /// device, makes the kernel see it and waits for the partition node.
 pub fn grow_root(disk: &Path, choice: &RootChoice, progress: Progress) -> Result<GrowReport> {
     let name = disk.display().to_string();
-    let r = grow_table(disk, choice)
+    let mut r = grow_table(disk, choice)
         .with_context(|| format!("growing the root partition on {name}"))?;
     progress(Event::msg(
         Phase::Partition,
@@ -221,6 +223,7 @@ pub fn grow_root(disk: &Path, choice: &RootChoice, progress: Progress) -> Result
             Phase::Partition,
             format!("{} ready", node.display()),
         ));
+        r.node = Some(node);
     }
     Ok(r)
 }
@@ -280,6 +283,7 @@ pub fn grow_table(disk: &Path, choice: &RootChoice) -> Result<GrowReport> {
         start_lba: root.starting_lba,
         old_end_lba: root.ending_lba,
         new_end_lba: new_end,
+        node: None,
     })
 }
 

@@ -185,7 +185,8 @@ mod tests {
             eprintln!("not root: chown to root impossible, skipped");
             return;
         }
-        let cases: &[(&str, &[(&str, Option<&str>)], Option<Init>)] = &[
+        type Case<'a> = (&'a str, &'a [(&'a str, Option<&'a str>)], Option<Init>);
+        let cases: &[Case] = &[
             (
                 "systemd",
                 &[("usr/lib/systemd/systemd", None)],

@@ -18,6 +18,7 @@
 
 pub mod blockdev;
 pub mod bootplan;
+mod cli;
 pub mod cloudinit;
 pub mod compress;
 pub mod disk;
@@ -26,14 +27,12 @@ pub mod extract;
 pub mod gpt;
 pub mod inject;
 pub mod layer0;
+pub mod layout;
 pub mod root;
 pub mod rootfs;
+pub mod run;
 pub mod select;
 
 pub use events::{Event, Phase, Progress};
 
-/// Entry point of `kiln-agent provision ...` (hand runs).
-pub fn cli(args: &[String]) -> anyhow::Result<()> {
-    let _ = args;
-    anyhow::bail!("provision cli: not wired yet")
-}
+pub use cli::cli;
