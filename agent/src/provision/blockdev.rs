@@ -52,8 +52,9 @@ pub fn reread_partition_table(disk: &File) -> rustix::io::Result<()> {
     Err(last)
 }
 
-/// Tells the kernel partition `pno` now spans `start..start+length` bytes (BLKPG).
-pub fn blkpg_resize(disk: &File, pno: u32, start: u64, length: u64) -> rustix::io::Result<()> {
+const BLKPG_ADD_PARTITION: i32 = 1;
+
+fn blkpg(disk: &File, op: i32, pno: u32, start: u64, length: u64) -> rustix::io::Result<()> {
     let mut part = BlkpgPartition {
         start: start as i64,
         length: length as i64,
@@ -62,7 +63,7 @@ pub fn blkpg_resize(disk: &File, pno: u32, start: u64, length: u64) -> rustix::i
         volname: [0; 64],
     };
     let arg = BlkpgIoctlArg {
-        op: BLKPG_RESIZE_PARTITION,
+        op,
         flags: 0,
         datalen: size_of::<BlkpgPartition>() as i32,
         data: &mut part,
@@ -77,20 +78,57 @@ pub fn blkpg_resize(disk: &File, pno: u32, start: u64, length: u64) -> rustix::i
     }
 }
 
-/// Makes the kernel see the new extent of partition `pno`: BLKRRPART, else BLKPG.
-pub fn refresh_partition(
+/// Tells the kernel partition `pno` now spans `start..start+length` bytes (BLKPG resize).
+pub fn blkpg_resize(disk: &File, pno: u32, start: u64, length: u64) -> rustix::io::Result<()> {
+    blkpg(disk, BLKPG_RESIZE_PARTITION, pno, start, length)
+}
+
+/// Adds partition `pno` spanning `start..start+length` bytes (BLKPG add, as `partx -a`).
+pub fn blkpg_add(disk: &File, pno: u32, start: u64, length: u64) -> rustix::io::Result<()> {
+    blkpg(disk, BLKPG_ADD_PARTITION, pno, start, length)
+}
+
+fn sys_size(sys: &Path, pname: &str) -> Option<u64> {
+    std::fs::read_to_string(sys.join("class/block").join(pname).join("size"))
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(|s| s * 512)
+}
+
+/// Makes the kernel see the table: BLKRRPART (with retries); then, for every partition
+/// the kernel does not show with the right extent (busy disk, or a kernel without the GPT
+/// parser), BLKPG add or resize. `parts` holds (number, start, length) in bytes.
+pub fn refresh_partitions(
     disk: &File,
     disk_name: &str,
-    pno: u32,
-    start: u64,
-    length: u64,
+    parts: &[(u32, u64, u64)],
+    sys: &Path,
 ) -> Result<()> {
-    match reread_partition_table(disk) {
-        Ok(()) => Ok(()),
-        Err(e) => blkpg_resize(disk, pno, start, length).with_context(|| {
-            format!("re-reading the partition table of {disk_name} failed ({e}) and BLKPG resize of partition {pno} failed too")
-        }),
+    let rr = reread_partition_table(disk);
+    for &(pno, start, length) in parts {
+        let pname = partition_name(disk_name, pno);
+        let mut ok = false;
+        for _ in 0..10 {
+            if sys_size(sys, &pname) == Some(length) {
+                ok = true;
+                break;
+            }
+            sleep(Duration::from_millis(50));
+        }
+        if ok {
+            continue;
+        }
+        let r = match sys_size(sys, &pname) {
+            Some(_) => blkpg_resize(disk, pno, start, length),
+            None => blkpg_add(disk, pno, start, length),
+        };
+        r.with_context(|| {
+            format!("telling the kernel about partition {pno} of {disk_name} (BLKRRPART said {rr:?}, then BLKPG failed)")
+        })?;
     }
+    Ok(())
 }
 
 /// Waits (up to `timeout`) until sysfs shows partition `pno` of `disk_name` with `size`

@@ -96,6 +96,8 @@ pub struct GrowReport {
     pub old_end_lba: u64,
     /// Last sector after.
     pub new_end_lba: u64,
+    /// Every used partition: (number, start, length) in bytes.
+    pub partitions: Vec<(u32, u64, u64)>,
     /// Partition device node, once the kernel shows it (block devices only).
     pub node: Option<std::path::PathBuf>,
 }
@@ -204,13 +206,7 @@ pub fn grow_root(disk: &Path, choice: &RootChoice, progress: Progress) -> Result
             .and_then(|n| n.to_str())
             .unwrap_or(dname)
             .to_string();
-        super::blockdev::refresh_partition(
-            &f,
-            &kname,
-            r.number,
-            r.start_lba * r.sector_size,
-            r.size(),
-        )?;
+        super::blockdev::refresh_partitions(&f, &kname, &r.partitions, Path::new("/sys"))?;
         let node = super::blockdev::wait_for_partition(
             Path::new("/sys"),
             Path::new("/dev"),
@@ -284,6 +280,17 @@ pub fn grow_table(disk: &Path, choice: &RootChoice) -> Result<GrowReport> {
         old_end_lba: root.ending_lba,
         new_end_lba: new_end,
         node: None,
+        partitions: gpt
+            .iter()
+            .filter(|(_, p)| p.is_used())
+            .map(|(i, p)| {
+                (
+                    i,
+                    p.starting_lba * ss,
+                    (p.ending_lba - p.starting_lba + 1) * ss,
+                )
+            })
+            .collect(),
     })
 }
 

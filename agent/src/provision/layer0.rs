@@ -301,14 +301,15 @@ fn block_size(f: &File) -> io::Result<u64> {
 }
 
 /// Zeroes the partition-table signatures: first MiB (protective MBR + primary GPT), the
-/// backup GPT at the image's end and the last MiB of the disk.
-pub fn wipe_partition_tables(t: &mut Target, geometry: Option<ImageGeometry>) -> io::Result<()> {
+/// last MiB of the disk (backup GPT of a full-disk table), and the backup GPT at the end of
+/// every image geometry given (the new image's and the previous installation's).
+pub fn wipe_partition_tables(t: &mut Target, geometries: &[ImageGeometry]) -> io::Result<()> {
     let zeros = AlignedBuf::new(HOLD);
     let z = zeros.as_slice();
     t.write_at(z, 0)?;
-    let tail = t.size.saturating_sub(HOLD as u64) / 4096 * 4096;
+    let tail = t.size.saturating_sub(HOLD as u64).div_ceil(4096) * 4096;
     t.write_at(&z[..(t.size - tail) as usize], tail)?;
-    if let Some(g) = geometry {
+    for g in geometries {
         // The backup header is the image's last sector, its entry array the 32 KiB before.
         let start = g.size.saturating_sub(64 << 10) / 4096 * 4096;
         let end = g.size.min(t.size);
@@ -328,6 +329,14 @@ pub fn write_layer0<R: Read + Send>(
 ) -> Result<Layer0Report> {
     let name = target.display().to_string();
     let mut t = Target::open(target)?;
+    // Where the previous installation's backup GPT is, to wipe it too on failure.
+    let mut old = vec![0u8; HOLD];
+    let old_geometry = t
+        .buffered
+        .read_exact_at(&mut old, 0)
+        .ok()
+        .and_then(|()| image_geometry(&old));
+    drop(old);
     let start = Instant::now();
     let (tx_raw, rx_raw) = sync_channel::<io::Result<Vec<u8>>>(16);
     let (tx_dec, rx_dec) = sync_channel::<Msg>(3);
@@ -360,7 +369,10 @@ pub fn write_layer0<R: Read + Send>(
         }),
         Err(e) => {
             if began {
-                if let Err(w) = wipe_partition_tables(&mut t, geometry) {
+                if let Err(w) = wipe_partition_tables(
+                    &mut t,
+                    &geometry.into_iter().chain(old_geometry).collect::<Vec<_>>(),
+                ) {
                     return Err(e.context(format!(
                         "writing layer 0 to {name} failed AND wiping its partition tables failed ({w}): the disk may hold a partial image"
                     )));

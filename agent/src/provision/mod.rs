@@ -30,6 +30,8 @@ pub mod layer0;
 pub mod layout;
 pub mod root;
 pub mod rootfs;
+#[cfg(test)]
+mod roottests;
 pub mod run;
 pub mod select;
 

@@ -82,9 +82,8 @@ pub fn provision(
             if mounted {
                 let _ = unmount(&order.mountpoint);
             }
-            let wiped = Target::open(&order.disk).and_then(|mut t| {
-                wipe_partition_tables(&mut t, Some(l0.geometry)).context("wiping")
-            });
+            let wiped = Target::open(&order.disk)
+                .and_then(|mut t| wipe_partition_tables(&mut t, &[l0.geometry]).context("wiping"));
             match wiped {
                 Ok(()) => {
                     progress(Event::msg(
