@@ -18,6 +18,8 @@ use std::ffi::OsStr;
 use std::io::{self, Read};
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context, Result, bail};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Timespec, Timestamps};
@@ -60,15 +62,16 @@ pub struct LayerReport {
     pub read: u64,
 }
 
+/// Counts the (compressed) bytes read from the layer stream, for progress.
 struct Counting<R> {
     inner: R,
-    n: u64,
+    n: Arc<AtomicU64>,
 }
 
 impl<R: Read> Read for Counting<R> {
     fn read(&mut self, b: &mut [u8]) -> io::Result<usize> {
         let k = self.inner.read(b)?;
-        self.n += k as u64;
+        self.n.fetch_add(k as u64, Ordering::Relaxed);
         Ok(k)
     }
 }
@@ -118,7 +121,11 @@ fn extract_inner<R: Read + Send>(
     label: &str,
     progress: Progress,
 ) -> Result<LayerReport> {
-    let counting = Counting { inner: src, n: 0 };
+    let read = Arc::new(AtomicU64::new(0));
+    let counting = Counting {
+        inner: src,
+        n: read.clone(),
+    };
     let (kind, dec) = decompress(counting).context("reading the layer stream")?;
     let mut report = LayerReport {
         compression: Some(kind),
@@ -143,7 +150,7 @@ fn extract_inner<R: Read + Send>(
             &mut report,
         )
         .with_context(|| format!("entry {shown:?}"))?;
-        meter.update(report.bytes);
+        meter.update(read.load(Ordering::Relaxed));
     }
     for (rel, t) in dir_times.iter().rev() {
         let times = Timestamps {
@@ -168,7 +175,8 @@ fn extract_inner<R: Read + Send>(
     io::copy(&mut rest, &mut io::sink())
         .context("reading the layer stream to its end (digest check)")?;
     drop(rest);
-    meter.finish(report.bytes);
+    report.read = read.load(Ordering::Relaxed);
+    meter.finish(report.read);
     Ok(report)
 }
 
