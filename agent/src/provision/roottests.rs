@@ -677,3 +677,99 @@ fn root_extraction_matches_umoci_unpack() {
     }
     assert!(got.contains_key("/var/cache/new") && got.contains_key("/home/user/.profile"));
 }
+
+#[test]
+#[ignore = "root: loop devices, mkfs, mount"]
+fn root_cli_hand_run_on_loop() {
+    let _serial = serial();
+    let lo = Loop::new(1 << 30);
+    let t = tempfile::tempdir_in("/var/tmp").unwrap();
+    let layout_dir = t.path().join("image");
+    // Layer 0 is a zstd raw disk blob; then two tar layers.
+    let l0 = compress(Compression::Zstd, &testimg::make(64 << 20, 512));
+    let mut blobs = vec![l0];
+    blobs.extend(layers_for_boot());
+    // write_layout gzips every blob: layer 0 becomes gzip(zstd(disk)); sniffing then sees
+    // gzip and the content is still a zstd stream, so write layer 0 raw instead.
+    let descs = write_layout(&layout_dir, &blobs[1..]);
+    let _ = descs;
+    let l0_hex = sha256_hex(&blobs[0]);
+    fs::write(layout_dir.join("blobs/sha256").join(&l0_hex), &blobs[0]).unwrap();
+    // Put layer 0 first in the manifest.
+    let idx: serde_json::Value =
+        serde_json::from_slice(&fs::read(layout_dir.join("index.json")).unwrap()).unwrap();
+    let mdig = idx["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:")
+        .to_string();
+    let mut man: serde_json::Value =
+        serde_json::from_slice(&fs::read(layout_dir.join("blobs/sha256").join(&mdig)).unwrap())
+            .unwrap();
+    man["layers"].as_array_mut().unwrap().insert(
+        0,
+        serde_json::json!({"mediaType":"application/vnd.kiln.disk.v1.raw+zstd","digest":format!("sha256:{l0_hex}"),"size":blobs[0].len()}),
+    );
+    let mb = serde_json::to_vec(&man).unwrap();
+    let mh = sha256_hex(&mb);
+    fs::write(layout_dir.join("blobs/sha256").join(&mh), &mb).unwrap();
+    fs::write(
+        layout_dir.join("index.json"),
+        serde_json::to_vec(&serde_json::json!({"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":format!("sha256:{mh}"),"size":mb.len()}]})).unwrap(),
+    )
+    .unwrap();
+
+    let name = lo.name();
+    let dev = lo.dev.display().to_string();
+    let args = |extra: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = [
+            "--image-file",
+            layout_dir.to_str().unwrap(),
+            "--disk",
+            &format!("name={name}"),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v.extend([
+            "--mount".into(),
+            t.path().join("mnt").display().to_string(),
+            "--stage".into(),
+            t.path().join("stage").display().to_string(),
+        ]);
+        v
+    };
+    let zero_head = || lo.read_at(0, 1 << 20).iter().all(|b| *b == 0);
+    // Dry run: nothing written.
+    super::cli(&args(&[])).unwrap();
+    assert!(zero_head());
+    // Wrong confirmation: refused, nothing written.
+    let e = super::cli(&args(&["--yes-really-wipe", "/dev/sdz"])).unwrap_err();
+    assert!(e.to_string().contains("refusing"), "{e}");
+    assert!(zero_head());
+    // Hints that match nothing: refused with the list of disks.
+    let e = super::cli(&[
+        "--image-file".into(),
+        layout_dir.display().to_string(),
+        "--disk".into(),
+        "serial=NO-SUCH-DISK".into(),
+    ])
+    .unwrap_err();
+    assert!(
+        format!("{e:#}").contains(&format!("/dev/{name} (")),
+        "{e:#}"
+    );
+    // The real thing.
+    super::cli(&args(&[
+        "--yes-really-wipe",
+        &dev,
+        "--instance-id",
+        "i-cli",
+        "--fs",
+        "ext4",
+    ]))
+    .unwrap();
+    check_grown(&lo.dev, 1 << 30);
+    assert_eq!(fs::read(t.path().join("stage/vmlinuz")).unwrap(), b"KERNEL");
+}
