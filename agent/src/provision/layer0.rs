@@ -110,11 +110,22 @@ enum Msg {
 }
 
 /// `Read` over the chunks the reader thread sends. `Ok(vec![])` marks the source's EOF.
-struct ChannelReader {
+pub(crate) struct ChannelReader {
     rx: Receiver<io::Result<Vec<u8>>>,
     cur: Vec<u8>,
     pos: usize,
     eof: bool,
+}
+
+impl ChannelReader {
+    pub(crate) fn new(rx: Receiver<io::Result<Vec<u8>>>) -> Self {
+        ChannelReader {
+            rx,
+            cur: Vec::new(),
+            pos: 0,
+            eof: false,
+        }
+    }
 }
 
 impl Read for ChannelReader {
@@ -140,7 +151,7 @@ impl Read for ChannelReader {
     }
 }
 
-fn reader_thread<R: Read>(mut src: R, tx: SyncSender<io::Result<Vec<u8>>>) {
+pub(crate) fn reader_thread<R: Read>(mut src: R, tx: SyncSender<io::Result<Vec<u8>>>) {
     loop {
         let mut v = vec![0u8; READ_CHUNK];
         match src.read(&mut v) {

@@ -13,7 +13,9 @@ use super::events::{Event, Phase, Progress};
 use super::extract::{LayerReport, Options, extract_layer};
 use super::gpt::{GrowReport, RootChoice, grow_root};
 use super::inject::{InjectSpec, inject_agent};
-use super::layer0::{Layer0Report, Target, wipe_partition_tables, write_layer0};
+use super::layer0::{
+    ChannelReader, Layer0Report, Target, reader_thread, wipe_partition_tables, write_layer0,
+};
 use super::root::Root;
 use super::rootfs::{FsSpec, RootFsReport, prepare, unmount};
 
@@ -25,6 +27,23 @@ pub struct LayerInput {
     pub size: Option<u64>,
     /// Name for messages (the digest).
     pub label: String,
+}
+
+/// Read-ahead per layer: chunks of 1 MiB.
+pub const PREFETCH_CHUNKS: usize = 16;
+
+/// Starts reading `l` on its own thread into a bounded queue (at most
+/// [`PREFETCH_CHUNKS`] MiB in memory), so download and extraction overlap. Errors,
+/// including the digest verdict at EOF, pass through unchanged.
+pub fn prefetch(l: LayerInput) -> LayerInput {
+    let (tx, rx) = std::sync::mpsc::sync_channel(PREFETCH_CHUNKS * 4);
+    let reader = l.reader;
+    std::thread::spawn(move || reader_thread(reader, tx));
+    LayerInput {
+        reader: Box::new(ChannelReader::new(rx)),
+        size: l.size,
+        label: l.label,
+    }
 }
 
 /// What to do.
@@ -122,8 +141,18 @@ fn after_layer0(
     *mounted = true;
     let root = Root::open(&order.mountpoint)?;
     let mut reports = Vec::new();
-    for (i, l) in layers.enumerate() {
-        let l = l.with_context(|| format!("opening layer {}", i + 1))?;
+    // The next layer starts downloading (bounded read-ahead) while the current one extracts.
+    let mut open_next = |i: usize| -> Result<Option<LayerInput>> {
+        layers
+            .next()
+            .transpose()
+            .with_context(|| format!("opening layer {i}"))
+            .map(|o| o.map(prefetch))
+    };
+    let mut next = open_next(1)?;
+    let mut i = 1;
+    while let Some(l) = next.take() {
+        next = open_next(i + 1)?;
         reports.push(extract_layer(
             l.reader,
             &root,
@@ -132,6 +161,7 @@ fn after_layer0(
             &l.label,
             progress,
         )?);
+        i += 1;
     }
     if let Some(seed) = &order.seed {
         write_seed(&root, seed, progress)?;
@@ -156,4 +186,55 @@ fn after_layer0(
         layers: reports,
         plan,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{self, Read};
+
+    use super::*;
+
+    struct Src {
+        data: Vec<u8>,
+        pos: usize,
+        fail_at_eof: bool,
+    }
+    impl Read for Src {
+        fn read(&mut self, b: &mut [u8]) -> io::Result<usize> {
+            if self.pos == self.data.len() {
+                if self.fail_at_eof {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "digest mismatch",
+                    ));
+                }
+                return Ok(0);
+            }
+            let n = b.len().min(self.data.len() - self.pos).min(1000);
+            b[..n].copy_from_slice(&self.data[self.pos..self.pos + n]);
+            self.pos += n;
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn prefetch_passes_bytes_and_verdicts() {
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| i as u8).collect();
+        for fail in [false, true] {
+            let l = LayerInput {
+                reader: Box::new(Src {
+                    data: data.clone(),
+                    pos: 0,
+                    fail_at_eof: fail,
+                }),
+                size: None,
+                label: "x".into(),
+            };
+            let mut p = prefetch(l);
+            let mut out = Vec::new();
+            let r = p.reader.read_to_end(&mut out);
+            assert_eq!(r.is_err(), fail);
+            assert_eq!(out, data);
+        }
+    }
 }
