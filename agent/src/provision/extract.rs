@@ -192,9 +192,10 @@ fn apply_entry<R: Read>(
     let hdr = entry.header().clone();
     let etype = hdr.entry_type();
     let mut meta = Meta {
-        mode: hdr.mode().context("bad mode")? & 0o7777,
-        uid: hdr.uid().context("bad uid")? as u32,
-        gid: hdr.gid().context("bad gid")? as u32,
+        mode: numeric(hdr.mode().map(u64::from), &hdr.as_old().mode).context("bad mode")? as u32
+            & 0o7777,
+        uid: numeric(hdr.uid(), &hdr.as_old().uid).context("bad uid")? as u32,
+        gid: numeric(hdr.gid(), &hdr.as_old().gid).context("bad gid")? as u32,
         mtime: Timespec {
             tv_sec: hdr.mtime().unwrap_or(0) as i64,
             tv_nsec: 0,
@@ -429,6 +430,15 @@ fn apply_entry<R: Read>(
     }
     report.entries += 1;
     Ok(())
+}
+
+/// A numeric header field; a blank one (all NUL or spaces) reads as 0, as Go's
+/// archive/tar (and so umoci and containerd) reads it.
+fn numeric(v: io::Result<u64>, raw: &[u8]) -> io::Result<u64> {
+    match v {
+        Err(_) if raw.iter().all(|b| *b == 0 || *b == b' ') => Ok(0),
+        v => v,
+    }
 }
 
 /// Owner, then mode (chown clears setuid), then xattrs (chown clears security.capability).
@@ -1077,6 +1087,21 @@ pub(crate) mod tests {
             assert_eq!(r.compression, Some(kind));
             assert_eq!(fs::read(s.root().join("etc/hostname")).unwrap(), b"kiln\n");
         }
+    }
+
+    #[test]
+    fn blank_numeric_fields_read_as_zero() {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(2);
+        h.set_mode(0o640);
+        // uid/gid/mtime left blank (all NUL), as some writers do.
+        b.append_data(&mut h, "f", &b"hi"[..]).unwrap();
+        let s = Sandbox::new();
+        apply(&s.root(), &b.into_inner().unwrap()).unwrap();
+        assert_eq!(fs::read(s.root().join("f")).unwrap(), b"hi");
+        assert!(numeric(Err(io::Error::other("x")), b"12a\0").is_err());
+        assert_eq!(numeric(Err(io::Error::other("x")), b"\0\0 ").unwrap(), 0);
     }
 
     #[test]
