@@ -9,13 +9,12 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 
 use super::cloudinit::Seed;
-use super::compress::decompress;
 use super::disk::inventory_system;
 use super::events::{Event, Phase};
 use super::extract::Options;
 use super::gpt::RootChoice;
 use super::inject::{AgentConfig, InjectSpec};
-use super::layer0::{HOLD, image_geometry};
+use super::layer0::peek_geometry;
 use super::layout;
 use super::rootfs::{FsSpec, FsType};
 use super::run::{LayerInput, Order, provision};
@@ -161,19 +160,9 @@ pub fn cli(args: &[String]) -> Result<()> {
             (None, Some(f)) => Box::new(File::open(f)?),
             _ => unreachable!("checked in parse"),
         };
-        let (_, mut dec) = decompress(peek)?;
-        let mut head = vec![0u8; HOLD];
-        let mut n = 0;
-        while n < HOLD {
-            let k = dec
-                .read(&mut head[n..])
-                .context("reading the start of layer 0")?;
-            if k == 0 {
-                break;
-            }
-            n += k;
-        }
-        image_geometry(&head[..n]).context("layer 0 has no GPT header: not a disk image")?
+        peek_geometry(peek)
+            .context("reading the start of layer 0")?
+            .context("layer 0 has no GPT header at LBA 1: not a disk image")?
     };
 
     let hints = parse_hints(a.disk.as_deref().unwrap_or(""))?;

@@ -32,7 +32,7 @@ pub fn sniff(head: &[u8]) -> Compression {
 }
 
 /// Reads up to `n` bytes, fewer only at EOF.
-fn read_head<R: Read>(r: &mut R, n: usize) -> io::Result<Vec<u8>> {
+pub(crate) fn read_head<R: Read>(r: &mut R, n: usize) -> io::Result<Vec<u8>> {
     let mut head = vec![0u8; n];
     let mut got = 0;
     while got < n {
@@ -56,6 +56,22 @@ pub fn decompress<'a, R: Read + Send + 'a>(
     let kind = sniff(&head);
     let joined = Cursor::new(head).chain(r);
     let out: Box<dyn Read + Send + 'a> = match kind {
+        Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(joined)?),
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(joined)),
+        Compression::Xz => Box::new(liblzma::read::XzDecoder::new_multi_decoder(joined)),
+        Compression::None => Box::new(joined),
+    };
+    Ok((kind, out))
+}
+
+/// [`decompress`] for readers that are not `Send` (used on one thread only).
+pub fn decompress_local<'a, R: Read + 'a>(
+    mut r: R,
+) -> io::Result<(Compression, Box<dyn Read + 'a>)> {
+    let head = read_head(&mut r, 6)?;
+    let kind = sniff(&head);
+    let joined = Cursor::new(head).chain(r);
+    let out: Box<dyn Read + 'a> = match kind {
         Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(joined)?),
         Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(joined)),
         Compression::Xz => Box::new(liblzma::read::XzDecoder::new_multi_decoder(joined)),

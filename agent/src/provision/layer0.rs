@@ -12,7 +12,7 @@
 //!   backup GPT (at the image's end and at the disk's end).
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read};
+use std::io::{self, Cursor, Read};
 use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
@@ -21,7 +21,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
-use super::compress::{Compression, decompress};
+use super::compress::{Compression, decompress_local, read_head};
 use super::events::{Meter, Phase, Progress, human_bytes};
 
 /// Bytes held back until the stream is verified.
@@ -179,19 +179,95 @@ fn decompress_thread(
     tx: SyncSender<Msg>,
     recycle: Receiver<AlignedBuf>,
 ) {
-    let input = ChannelReader {
-        rx,
-        cur: Vec::new(),
-        pos: 0,
-        eof: false,
-    };
-    let (kind, mut dec) = match decompress(input) {
-        Ok(x) => x,
-        Err(e) => {
-            let _ = tx.send(Msg::Err(e));
-            return;
+    if let Err(e) = unwrap_and_pump(ChannelReader::new(rx), &tx, &recycle) {
+        let _ = tx.send(Msg::Err(e));
+    }
+}
+
+fn invalid(msg: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg)
+}
+
+/// Whether a 512-byte block is a tar header (POSIX/GNU magic).
+pub fn is_tar(head: &[u8]) -> bool {
+    head.get(257..262) == Some(b"ustar")
+}
+
+/// Decompresses the stream; if it is a tar (image format (b): a layer holding exactly one
+/// regular file, the optionally compressed disk), unwraps that file and decompresses it.
+/// Sends the disk bytes, then `Done` once everything, trailing tar blocks included, was
+/// read to EOF (the digest verdict).
+fn unwrap_and_pump(
+    input: ChannelReader,
+    tx: &SyncSender<Msg>,
+    recycle: &Receiver<AlignedBuf>,
+) -> io::Result<()> {
+    let (kind, mut dec) = decompress_local(input)?;
+    let head = read_head(&mut dec, 512)?;
+    let tar = is_tar(&head);
+    let joined = Cursor::new(head).chain(dec);
+    if !tar {
+        if pump(joined, tx, recycle)? {
+            let _ = tx.send(Msg::Done(kind));
         }
+        return Ok(());
+    }
+    let mut ar = tar::Archive::new(joined);
+    let inner_kind;
+    {
+        let mut entries = ar.entries()?;
+        let first = entries
+            .next()
+            .ok_or_else(|| invalid("layer 0 is an empty tar".into()))??;
+        let path = String::from_utf8_lossy(&first.path_bytes()).into_owned();
+        if first.header().entry_type() != tar::EntryType::Regular {
+            return Err(invalid(format!(
+                "layer 0 is a tar whose first entry {path:?} is not a regular file"
+            )));
+        }
+        let (k, inner) = decompress_local(first)?;
+        inner_kind = k;
+        if !pump(inner, tx, recycle)? {
+            return Ok(());
+        }
+        if let Some(next) = entries.next() {
+            let next = next?;
+            return Err(invalid(format!(
+                "layer 0 is a tar holding more than one file ({path:?}, then {:?}); it must hold only the disk image",
+                String::from_utf8_lossy(&next.path_bytes())
+            )));
+        }
+    }
+    io::copy(&mut ar.into_inner(), &mut io::sink())?;
+    let _ = tx.send(Msg::Done(inner_kind));
+    Ok(())
+}
+
+/// The geometry of the disk image at the start of a layer-0 stream (compressed and/or
+/// tar-wrapped), reading only its first MiB. For choosing a disk before writing.
+pub fn peek_geometry<R: Read>(r: R) -> io::Result<Option<ImageGeometry>> {
+    let (_, mut dec) = decompress_local(r)?;
+    let head = read_head(&mut dec, 512)?;
+    let tar = is_tar(&head);
+    let mut joined = Cursor::new(head).chain(dec);
+    if !tar {
+        return Ok(image_geometry(&read_head(&mut joined, HOLD)?));
+    }
+    let mut ar = tar::Archive::new(joined);
+    let mut entries = ar.entries()?;
+    let Some(first) = entries.next() else {
+        return Ok(None);
     };
+    let (_, mut inner) = decompress_local(first?)?;
+    Ok(image_geometry(&read_head(&mut inner, HOLD)?))
+}
+
+/// Sends `dec` as CHUNK-sized aligned buffers. `Ok(false)` when the writer went away.
+fn pump<R: Read>(
+    mut dec: R,
+    tx: &SyncSender<Msg>,
+    recycle: &Receiver<AlignedBuf>,
+) -> io::Result<bool> {
     loop {
         let mut buf = recycle
             .try_recv()
@@ -203,18 +279,14 @@ fn decompress_thread(
                 Ok(0) => break,
                 Ok(k) => n += k,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    let _ = tx.send(Msg::Err(e));
-                    return;
-                }
+                Err(e) => return Err(e),
             }
         }
         if n > 0 && tx.send(Msg::Data(buf, n)).is_err() {
-            return;
+            return Ok(false);
         }
         if n < CHUNK {
-            let _ = tx.send(Msg::Done(kind));
-            return;
+            return Ok(true);
         }
     }
 }
@@ -656,6 +728,49 @@ mod tests {
             let mut f = std::fs::File::open(d.path()).unwrap();
             assert!(gptman::GPT::find_from(&mut f).is_err());
         }
+    }
+
+    fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, data) in files {
+            let mut h = tar::Header::new_ustar();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            b.append_data(&mut h, name, *data).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    #[test]
+    fn tar_wrapped_disk_image() {
+        // Format (b): FROM scratch + COPY disk.raw.zst / , layer gzip-compressed.
+        let img = testimg::make(8 << 20, 512);
+        let layer = compress(
+            Compression::Gzip,
+            &tar_of(&[("disk.raw.zst", &compress(Compression::Zstd, &img))]),
+        );
+        assert_eq!(
+            peek_geometry(&layer[..]).unwrap(),
+            Some(ImageGeometry {
+                sector_size: 512,
+                size: 8 << 20
+            })
+        );
+        assert_eq!(
+            peek_geometry(&compress(Compression::Xz, &img)[..])
+                .unwrap()
+                .map(|g| g.size),
+            Some(8 << 20)
+        );
+        let d = disk(16 << 20, 0x55);
+        let r = write_layer0(&layer[..], d.path(), &no_progress).unwrap();
+        assert_eq!(r.compression, Compression::Zstd);
+        assert_eq!(&std::fs::read(d.path()).unwrap()[..img.len()], &img[..]);
+        // Two files: refused, tables wiped.
+        let layer = tar_of(&[("disk.raw", &img), ("extra", b"x")]);
+        let e = write_layer0(&layer[..], d.path(), &no_progress).unwrap_err();
+        assert!(format!("{e:#}").contains("more than one file"), "{e:#}");
+        assert!(image_geometry(&std::fs::read(d.path()).unwrap()[..HOLD]).is_none());
     }
 
     #[test]
