@@ -24,10 +24,11 @@ use std::process::ExitCode;
 /// The agent's version as printed in the banner.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
-const USAGE: &str = "usage: kiln-agent [version | cmdline [FILE]]
+const USAGE: &str = "usage: kiln-agent [version | cmdline [FILE] | provision ARGS...]
   As PID 1 (the installer's /init) it takes no arguments and reads /proc/cmdline.
   version        print the version
-  cmdline [FILE] parse a kernel command line (default /proc/cmdline) and print the settings";
+  cmdline [FILE] parse a kernel command line (default /proc/cmdline) and print the settings
+  provision ...  run a provisioning order by hand (kiln-agent provision --help)";
 
 /// Entry point of the binary: PID 1 never returns; otherwise a small CLI.
 pub fn main() -> ExitCode {
@@ -61,6 +62,7 @@ fn cli(args: &[String]) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&parsed.settings)?);
             Ok(())
         }
+        Some("provision") => provision::cli(&args[1..]),
         _ => anyhow::bail!("{USAGE}"),
     }
 }

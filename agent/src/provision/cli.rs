@@ -1,0 +1,340 @@
+//! `kiln-agent provision ...`: a provisioning order run by hand (development, or a loop
+//! device on a workstation). Writing needs `--yes-really-wipe DEVICE` naming exactly the
+//! disk the hints chose; without it the command only shows the choice.
+
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+
+use super::cloudinit::Seed;
+use super::disk::inventory_system;
+use super::events::{Event, Phase};
+use super::extract::Options;
+use super::gpt::RootChoice;
+use super::inject::{AgentConfig, InjectSpec};
+use super::layer0::peek_geometry;
+use super::layout;
+use super::rootfs::{FsSpec, FsType};
+use super::run::{LayerInput, Order, provision};
+use super::select::{Policy, choose, describe, parse_hints};
+
+const USAGE: &str = "\
+usage: kiln-agent provision (--image-file OCI_LAYOUT_DIR | --layer0 FILE [--layer FILE]...)
+                            --disk HINTS [--yes-really-wipe DEVICE]
+         [--root-partition NUMBER|NAME] [--fs ext4|xfs|btrfs] [--fs-label L] [--fs-uuid U]
+         [--instance-id ID [--hostname H] [--user-data FILE] [--network-config FILE]]
+         [--control-plane URL --machine-id ID --credential-file FILE [--ca-pin HEX]]
+         [--extra-args 'ARGS'] [--mount DIR] [--stage DIR] [--json]
+HINTS: serial=...,wwn=...,model=...,vendor=...,by-path=...,by-id=...,name=...,
+       size>=100G,size<=2T,rotational=0|1,transport=nvme|virtio|ata|sas|usb|scsi|loop (ANDed)
+Without --yes-really-wipe the chosen disk is shown and nothing is written.";
+
+#[derive(Default)]
+struct Args {
+    image_file: Option<PathBuf>,
+    layer0: Option<PathBuf>,
+    layers: Vec<PathBuf>,
+    disk: Option<String>,
+    confirm: Option<String>,
+    root: Option<String>,
+    fs: Option<String>,
+    fs_label: Option<String>,
+    fs_uuid: Option<String>,
+    instance_id: Option<String>,
+    hostname: Option<String>,
+    user_data: Option<PathBuf>,
+    network_config: Option<PathBuf>,
+    control_plane: Option<String>,
+    machine_id: Option<String>,
+    credential_file: Option<PathBuf>,
+    ca_pin: Option<String>,
+    extra_args: Option<String>,
+    mount: Option<PathBuf>,
+    stage: Option<PathBuf>,
+    json: bool,
+}
+
+fn parse(args: &[String]) -> Result<Args> {
+    let mut a = Args::default();
+    let mut it = args.iter();
+    while let Some(k) = it.next() {
+        let mut val = || {
+            it.next()
+                .cloned()
+                .with_context(|| format!("{k} needs a value\n{USAGE}"))
+        };
+        match k.as_str() {
+            "--image-file" => a.image_file = Some(val()?.into()),
+            "--layer0" => a.layer0 = Some(val()?.into()),
+            "--layer" => a.layers.push(val()?.into()),
+            "--disk" => a.disk = Some(val()?),
+            "--yes-really-wipe" => a.confirm = Some(val()?),
+            "--root-partition" => a.root = Some(val()?),
+            "--fs" => a.fs = Some(val()?),
+            "--fs-label" => a.fs_label = Some(val()?),
+            "--fs-uuid" => a.fs_uuid = Some(val()?),
+            "--instance-id" => a.instance_id = Some(val()?),
+            "--hostname" => a.hostname = Some(val()?),
+            "--user-data" => a.user_data = Some(val()?.into()),
+            "--network-config" => a.network_config = Some(val()?.into()),
+            "--control-plane" => a.control_plane = Some(val()?),
+            "--machine-id" => a.machine_id = Some(val()?),
+            "--credential-file" => a.credential_file = Some(val()?.into()),
+            "--ca-pin" => a.ca_pin = Some(val()?),
+            "--extra-args" => a.extra_args = Some(val()?),
+            "--mount" => a.mount = Some(val()?.into()),
+            "--stage" => a.stage = Some(val()?.into()),
+            "--json" => a.json = true,
+            "-h" | "--help" => bail!("{USAGE}"),
+            other => bail!("unknown argument {other:?}\n{USAGE}"),
+        }
+    }
+    if a.image_file.is_some() == a.layer0.is_some() {
+        bail!("give exactly one of --image-file and --layer0\n{USAGE}");
+    }
+    if a.image_file.is_some() && !a.layers.is_empty() {
+        bail!("--layer goes with --layer0, not --image-file");
+    }
+    if a.disk.is_none() {
+        bail!("--disk HINTS is required (e.g. --disk name=loop0 or --disk serial=ABC)\n{USAGE}");
+    }
+    Ok(a)
+}
+
+fn read_text(p: &Path) -> Result<String> {
+    std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
+}
+
+/// Entry point of `kiln-agent provision ...`.
+pub fn cli(args: &[String]) -> Result<()> {
+    let a = parse(args)?;
+    let json = a.json;
+    let progress = move |e: Event| {
+        if json {
+            println!("{}", serde_json::to_string(&e).unwrap_or_default());
+        } else {
+            eprintln!("{e}");
+        }
+    };
+
+    // Layer 0 and the rest, as verified streams where a digest is known.
+    let (l0, rest): (LayerInput, Vec<LayerInput>) = match (&a.image_file, &a.layer0) {
+        (Some(dir), _) => {
+            let ds = layout::layers(dir)?;
+            let (first, others) = ds
+                .split_first()
+                .with_context(|| format!("{} has no layers", dir.display()))?;
+            let open = |d: &layout::Descriptor| -> Result<LayerInput> {
+                Ok(LayerInput {
+                    reader: Box::new(layout::open_blob(dir, d)?),
+                    size: Some(d.size),
+                    label: d.digest.clone(),
+                })
+            };
+            (
+                open(first)?,
+                others.iter().map(open).collect::<Result<_>>()?,
+            )
+        }
+        (None, Some(f)) => {
+            let open = |p: &PathBuf| -> Result<LayerInput> {
+                let file = File::open(p).with_context(|| format!("opening {}", p.display()))?;
+                let size = file.metadata().ok().map(|m| m.len());
+                Ok(LayerInput {
+                    reader: Box::new(file),
+                    size,
+                    label: p.display().to_string(),
+                })
+            };
+            (open(f)?, a.layers.iter().map(open).collect::<Result<_>>()?)
+        }
+        _ => unreachable!("checked in parse"),
+    };
+
+    // Peek at layer 0's GPT (from a second open of the same file) for the disk choice.
+    let geometry = {
+        let peek: Box<dyn Read + Send> = match (&a.image_file, &a.layer0) {
+            (Some(dir), _) => Box::new(File::open(layout::blob_path(dir, &l0.label)?)?),
+            (None, Some(f)) => Box::new(File::open(f)?),
+            _ => unreachable!("checked in parse"),
+        };
+        peek_geometry(peek)
+            .context("reading the start of layer 0")?
+            .context("layer 0 has no GPT header at LBA 1: not a disk image")?
+    };
+
+    let hints = parse_hints(a.disk.as_deref().unwrap_or(""))?;
+    let disks = inventory_system()?;
+    let policy = Policy {
+        min_size: geometry.size,
+        sector_size: Some(geometry.sector_size),
+        boot_media: Vec::new(),
+    };
+    let i = choose(&disks, &hints, &policy)?;
+    let disk = &disks[i];
+    let dev = disk.path.display().to_string();
+    progress(Event::msg(
+        Phase::Inventory,
+        format!("chose {dev} ({})", describe(disk)),
+    ));
+    match &a.confirm {
+        None => {
+            eprintln!(
+                "\nDry run: would ERASE {dev} ({}). Re-run with --yes-really-wipe {dev} to write it.",
+                describe(disk)
+            );
+            return Ok(());
+        }
+        Some(c) if c.trim_start_matches("/dev/") != disk.name => {
+            bail!(
+                "--yes-really-wipe names {c} but the hints chose {dev}: refusing; nothing was written"
+            );
+        }
+        Some(_) => {}
+    }
+    eprintln!("\n!!! ERASING {dev} ({}) NOW !!!\n", describe(disk));
+
+    let root = match a.root.as_deref() {
+        None => RootChoice::Default,
+        Some(s) => s
+            .parse()
+            .map(RootChoice::Number)
+            .unwrap_or_else(|_| RootChoice::Name(s.to_string())),
+    };
+    let fs = FsSpec {
+        fstype: a
+            .fs
+            .as_deref()
+            .map(FsType::parse)
+            .transpose()?
+            .unwrap_or(FsType::Ext4),
+        label: Some(a.fs_label.clone().unwrap_or_else(|| "root".into())),
+        uuid: a.fs_uuid.clone(),
+    };
+    let seed = match &a.instance_id {
+        None => None,
+        Some(id) => Some(Seed {
+            instance_id: id.clone(),
+            hostname: a.hostname.clone(),
+            user_data: a
+                .user_data
+                .as_deref()
+                .map(read_text)
+                .transpose()?
+                .unwrap_or_else(|| "#cloud-config\n{}\n".into()),
+            network_config: a.network_config.as_deref().map(read_text).transpose()?,
+            vendor_data: None,
+        }),
+    };
+    let inject = match &a.control_plane {
+        None => None,
+        Some(url) => Some(InjectSpec {
+            binary: PathBuf::from("/proc/self/exe"),
+            config: AgentConfig {
+                url: url.clone(),
+                ca_pin: a.ca_pin.clone(),
+                machine_id: a
+                    .machine_id
+                    .clone()
+                    .context("--control-plane needs --machine-id")?,
+                credential: read_text(
+                    a.credential_file
+                        .as_deref()
+                        .context("--control-plane needs --credential-file")?,
+                )?
+                .trim()
+                .to_string(),
+            },
+            args: vec!["agent".into()],
+        }),
+    };
+    let tmp = std::env::temp_dir().join(format!("kiln-provision-{}", std::process::id()));
+    let order = Order {
+        disk: disk.path.clone(),
+        root,
+        fs,
+        seed,
+        inject,
+        extra_args: a
+            .extra_args
+            .as_deref()
+            .unwrap_or("")
+            .split_whitespace()
+            .map(String::from)
+            .collect(),
+        mountpoint: a.mount.clone().unwrap_or_else(|| tmp.join("root")),
+        stage: a.stage.clone().unwrap_or_else(|| tmp.join("boot")),
+        extract: Options::default(),
+    };
+    let mut it = rest.into_iter().map(Ok);
+    let out = provision(&order, l0, &mut it, &progress)?;
+    if json {
+        println!("{}", serde_json::to_string(&out)?);
+    } else {
+        eprintln!(
+            "done: {} written ({:.1} s), root partition {} PARTUUID {}, {} layers; kexec {} {:?} '{}'",
+            super::events::human_bytes(out.layer0.bytes),
+            out.layer0.seconds,
+            out.partition.number,
+            out.partition.partuuid,
+            out.layers.len(),
+            out.plan.kernel.display(),
+            out.plan.initrd,
+            out.plan.cmdline
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn argument_errors() {
+        for (args, want) in [
+            (
+                s(&["--disk", "name=loop0"]),
+                "exactly one of --image-file and --layer0",
+            ),
+            (
+                s(&["--layer0", "a", "--image-file", "b", "--disk", "x=1"]),
+                "exactly one",
+            ),
+            (s(&["--layer0", "a"]), "--disk HINTS is required"),
+            (s(&["--layer0"]), "--layer0 needs a value"),
+            (s(&["--bogus"]), "unknown argument"),
+            (
+                s(&["--image-file", "d", "--layer", "x", "--disk", "name=a"]),
+                "--layer goes with --layer0",
+            ),
+        ] {
+            let e = parse(&args)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(e.contains(want), "{args:?}: {e}");
+        }
+        let a = parse(&s(&[
+            "--layer0",
+            "l0",
+            "--layer",
+            "l1",
+            "--layer",
+            "l2",
+            "--disk",
+            "name=loop3",
+            "--yes-really-wipe",
+            "/dev/loop3",
+        ]))
+        .unwrap();
+        assert_eq!(a.layers.len(), 2);
+        assert_eq!(a.confirm.as_deref(), Some("/dev/loop3"));
+    }
+}
