@@ -7,6 +7,7 @@
 //! - [`cmdline`]: the kernel command line as typed settings.
 //! - [`console`]: finding every active console (serial, VT/framebuffer).
 //! - [`events`]: the typed events every part reports, fanned out to sinks.
+//! - [`mountinfo`]: /proc/self/mountinfo, parsed once for PID 1 and disk choice.
 //! - [`ui`]: sinks that render events: plain lines now, the TUI later.
 //! - [`network`]: links, DHCP, static `ip=`, DNS, clock.
 //! - [`provision`]: the provisioning phases from OCI image to installed disk.
@@ -15,6 +16,7 @@ pub mod cmdline;
 pub mod console;
 pub mod events;
 pub mod init;
+pub mod mountinfo;
 pub mod network;
 pub mod provision;
 pub mod ui;

@@ -132,71 +132,20 @@ fn is_mounted(target: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// Parses /proc/self/mountinfo (proc(5)): mount point is field 5, the filesystem type
-/// follows the ` - ` separator. Octal escapes (`\040` for space) are decoded.
+/// What is mounted, for the `Mounts` event.
 pub fn parse_mountinfo(text: &str) -> Vec<MountEntry> {
-    text.lines()
-        .filter_map(|line| {
-            let (left, right) = line.split_once(" - ")?;
-            let target = left.split(' ').nth(4)?;
-            let fstype = right.split(' ').next()?;
-            Some(MountEntry {
-                target: unescape(target),
-                fstype: fstype.to_string(),
-            })
+    crate::mountinfo::parse(text)
+        .into_iter()
+        .map(|e| MountEntry {
+            target: e.target,
+            fstype: e.fstype,
         })
         .collect()
-}
-
-fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn mountinfo() {
-        let text = "\
-1 1 0:2 / / rw - rootfs rootfs rw
-22 1 0:20 / /proc rw,nosuid,nodev,noexec,relatime shared:5 - proc proc rw
-23 1 0:21 / /sys rw,nosuid,nodev,noexec,relatime - sysfs sysfs rw
-24 1 0:5 / /dev rw,nosuid - devtmpfs devtmpfs rw,size=1000k,mode=755
-40 1 8:1 / /mnt/my\\040disk rw - ext4 /dev/sda1 rw
-garbage line
-";
-        let got = parse_mountinfo(text);
-        let pairs: Vec<(&str, &str)> = got
-            .iter()
-            .map(|m| (m.target.as_str(), m.fstype.as_str()))
-            .collect();
-        assert_eq!(
-            pairs,
-            [
-                ("/", "rootfs"),
-                ("/proc", "proc"),
-                ("/sys", "sysfs"),
-                ("/dev", "devtmpfs"),
-                ("/mnt/my disk", "ext4"),
-            ]
-        );
-    }
 
     #[test]
     fn table_mounts_proc_first_and_required_before_optional() {

@@ -144,35 +144,12 @@ pub fn inventory_system() -> Result<Vec<Disk>> {
     })
 }
 
-/// A mount as far as disk choice cares.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Mount {
-    /// `major:minor` of the mounted device.
-    pub dev: String,
-    /// Where.
-    pub mountpoint: String,
-    /// Mount source (`/dev/sda2`).
-    pub source: String,
-}
+/// A mount as far as disk choice cares (`dev`, `target`, `source`).
+pub use crate::mountinfo::Entry as Mount;
 
-/// Parses `/proc/self/mountinfo`. Unparseable lines are skipped (the kernel writes them).
+/// Parses `/proc/self/mountinfo`.
 pub fn parse_mountinfo(text: &str) -> Vec<Mount> {
-    let mut out = Vec::new();
-    for line in text.lines() {
-        let fields: Vec<&str> = line.split(' ').collect();
-        let Some(sep) = fields.iter().position(|f| *f == "-") else {
-            continue;
-        };
-        if fields.len() < 5 || fields.len() < sep + 3 {
-            continue;
-        }
-        out.push(Mount {
-            dev: fields[2].to_string(),
-            mountpoint: unescape_octal(fields[4]),
-            source: unescape_octal(fields[sep + 2]),
-        });
-    }
-    out
+    crate::mountinfo::parse(text)
 }
 
 /// Parses `/proc/swaps`: the device or file names in use.
@@ -180,27 +157,8 @@ pub fn parse_swaps(text: &str) -> Vec<String> {
     text.lines()
         .skip(1)
         .filter_map(|l| l.split_whitespace().next())
-        .map(unescape_octal)
+        .map(crate::mountinfo::unescape_octal)
         .collect()
-}
-
-fn unescape_octal(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 4 <= b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn read_trim(p: &Path) -> Option<String> {
@@ -420,7 +378,7 @@ pub fn inventory(src: &Sources) -> Result<Vec<Disk>> {
         for m in &mounts {
             for (n, d) in &devs {
                 if (!d.is_empty() && &m.dev == d) || m.source == format!("/dev/{n}") {
-                    dmounts.push(format!("/dev/{n} on {}", m.mountpoint));
+                    dmounts.push(format!("/dev/{n} on {}", m.target));
                 }
             }
         }
@@ -693,7 +651,8 @@ mod tests {
             m[2],
             Mount {
                 dev: "8:33".into(),
-                mountpoint: "/run/media/KILN USB".into(),
+                target: "/run/media/KILN USB".into(),
+                fstype: "vfat".into(),
                 source: "/dev/sdc1".into()
             }
         );
