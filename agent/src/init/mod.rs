@@ -152,13 +152,38 @@ fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
         .unwrap_or_else(|| "panic".into())
 }
 
-/// The agent's work. Network bring-up, registration and provisioning plug in here.
+/// The agent's work: network bring-up; registration and provisioning plug in here.
 fn work(ctx: &Context) -> anyhow::Result<()> {
     if ctx.cmdline.settings.poweroff {
         return Err(
             power::act(&ctx.reporter, PowerAction::Poweroff, "kiln.poweroff is set").into(),
         );
     }
+    network_up(ctx)?;
+    Ok(())
+}
+
+/// Brings the network up once (`ip=`, `BOOTIF=`, `kiln.ifname=` ... from the command line);
+/// every step is a [`Event::Network`]. A retry of [`work`] after a failure starts over;
+/// once up, the [`crate::network::Network`] (and its lease-renewal threads) is kept.
+fn network_up(ctx: &Context) -> anyhow::Result<()> {
+    use crate::network::{self, Emitter, NetworkConfig, Options};
+    use anyhow::Context as _;
+    let mut slot = ctx.network.lock().unwrap_or_else(|e| e.into_inner());
+    if slot.is_some() {
+        return Ok(());
+    }
+    let params: Vec<(String, Option<String>)> = ctx
+        .cmdline
+        .params
+        .iter()
+        .map(|p| (p.key.clone(), p.value.clone()))
+        .collect();
+    let cfg = NetworkConfig::from_params(&params)?;
+    let reporter = ctx.reporter.clone();
+    let emit: Emitter = Arc::new(move |detail| reporter.emit(Event::Network { detail }));
+    let net = network::bring_up(&cfg, &Options::default(), emit).context("network")?;
+    *slot = Some(net);
     Ok(())
 }
 
