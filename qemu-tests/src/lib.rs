@@ -394,9 +394,14 @@ impl Guest {
             }
             let now = Instant::now();
             if t.2 || now >= deadline {
-                let why = if t.2 { "QEMU exited" } else { "timed out" };
+                let eof = t.2;
                 let stderr = String::from_utf8_lossy(&t.1).into_owned();
                 drop(t);
+                let why = if eof {
+                    format!("QEMU exited ({})", self.exit_status())
+                } else {
+                    "timed out".to_string()
+                };
                 self.failed = true;
                 bail!(
                     "[{}] {why} after {:.1?} waiting for {needle:?} on the serial console; qemu stderr: {stderr}",
@@ -411,6 +416,18 @@ impl Guest {
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }
+    }
+
+    /// How QEMU ended, once its output closed (it may take a moment to be reaped).
+    fn exit_status(&mut self) -> String {
+        for _ in 0..20 {
+            match self.child.try_wait() {
+                Ok(Some(status)) => return status.to_string(),
+                Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+                Err(e) => return format!("status unknown: {e}"),
+            }
+        }
+        "still running".into()
     }
 
     /// Types a line on the guest's serial console.

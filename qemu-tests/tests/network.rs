@@ -7,6 +7,7 @@
 //! - Two NICs, the first without link (`set_link off` before the CPU starts): the other one
 //!   is used.
 //! - Two NICs on two slirp networks: `BOOTIF=` naming the second one wins.
+//! - No NIC at all: a clear error on the console, retried.
 //! - Static `ip=` in a network namespace with no DHCP server at all: the address works (an
 //!   SNTP responder on the namespace's side answers, the guest clock moves).
 //! - A network namespace with a bridge, a tap for the guest, a REAL dnsmasq and an SNTP
@@ -176,6 +177,25 @@ fn vm_net_bootif_selects_the_named_nic() -> Result<()> {
             );
         }
         Ok(())
+    })
+}
+
+#[test]
+#[ignore = "vm: boots QEMU (scripts/test vm)"]
+fn vm_net_no_nic_is_a_clear_error() -> Result<()> {
+    let mut g = GuestBuilder::new("net-no-nic", kernel_boot("")?).start()?;
+    g.check(|g| {
+        let line = g.expect("FAILED: ", BOOT)?;
+        ensure!(
+            line.contains(
+                "ERROR: FAILED: network: no Ethernet interface found \
+                 (is the NIC driver in the installer kernel?) (retrying in 5 s)"
+            ),
+            "{line}"
+        );
+        // The agent tries again (a NIC may still show up) and stays reachable meanwhile.
+        g.expect("FAILED: network: no Ethernet interface found", STEP)?;
+        poweroff(g)
     })
 }
 
