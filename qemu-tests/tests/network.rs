@@ -288,24 +288,28 @@ fn enter(path: &PathBuf) -> Result<()> {
     .with_context(|| format!("entering {}", path.display()))
 }
 
-/// An SNTP responder on `10.99.0.1:123` inside the namespace, answering every request with
-/// the real current time. Stopped on drop.
-struct Sntp {
+/// A UDP service on a thread inside the namespace: `answer` gets each datagram and may
+/// return a reply. Counts the datagrams it got; stopped on drop.
+struct UdpService {
     stop: Arc<AtomicBool>,
-    answered: Arc<AtomicU32>,
+    seen: Arc<AtomicU32>,
     thread: Option<JoinHandle<()>>,
 }
 
-impl Sntp {
-    fn start(ns: &Netns) -> Result<Sntp> {
+impl UdpService {
+    fn start(
+        ns: &Netns,
+        bind: (&'static str, u16),
+        answer: impl Fn(&[u8]) -> Option<Vec<u8>> + Send + 'static,
+    ) -> Result<UdpService> {
         let path = ns.path();
         let stop = Arc::new(AtomicBool::new(false));
-        let answered = Arc::new(AtomicU32::new(0));
+        let seen = Arc::new(AtomicU32::new(0));
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let (s, a) = (stop.clone(), answered.clone());
+        let (s, n_seen) = (stop.clone(), seen.clone());
         let thread = std::thread::spawn(move || {
             let sock = enter(&path).and_then(|()| {
-                let sock = UdpSocket::bind((HOST_IP, 123)).context("binding SNTP responder")?;
+                let sock = UdpSocket::bind(bind).with_context(|| format!("binding {bind:?}"))?;
                 sock.set_read_timeout(Some(Duration::from_millis(200)))?;
                 Ok(sock)
             });
@@ -319,40 +323,52 @@ impl Sntp {
                     return;
                 }
             };
-            let mut buf = [0u8; 512];
+            let mut buf = [0u8; 1500];
             while !s.load(Ordering::SeqCst) {
                 let Ok((n, from)) = sock.recv_from(&mut buf) else {
                     continue;
                 };
-                if n < 48 {
-                    continue;
-                }
-                let mut r = [0u8; 48];
-                r[0] = 0x24; // LI 0, version 4, mode 4 (server)
-                r[1] = 1; // stratum 1
-                r[12..16].copy_from_slice(b"KILN");
-                r[24..32].copy_from_slice(&buf[40..48]); // origin = client's transmit
-                let now = ntp_now();
-                r[16..24].copy_from_slice(&now.to_be_bytes()); // reference
-                r[32..40].copy_from_slice(&now.to_be_bytes()); // receive
-                r[40..48].copy_from_slice(&ntp_now().to_be_bytes()); // transmit
-                if sock.send_to(&r, from).is_ok() {
-                    a.fetch_add(1, Ordering::SeqCst);
+                n_seen.fetch_add(1, Ordering::SeqCst);
+                if let Some(reply) = answer(&buf[..n]) {
+                    let _ = sock.send_to(&reply, from);
                 }
             }
         });
         ready_rx
             .recv_timeout(Duration::from_secs(10))
-            .context("SNTP responder did not start")??;
-        Ok(Sntp {
+            .context("UDP service did not start")??;
+        Ok(UdpService {
             stop,
-            answered,
+            seen,
             thread: Some(thread),
+        })
+    }
+
+    fn seen(&self) -> u32 {
+        self.seen.load(Ordering::SeqCst)
+    }
+
+    /// An SNTP responder on `10.99.0.1:123` answering with the real current time.
+    fn sntp(ns: &Netns) -> Result<UdpService> {
+        UdpService::start(ns, (HOST_IP, 123), |req| {
+            if req.len() < 48 {
+                return None;
+            }
+            let mut r = vec![0u8; 48];
+            r[0] = 0x24; // LI 0, version 4, mode 4 (server)
+            r[1] = 1; // stratum 1
+            r[12..16].copy_from_slice(b"KILN");
+            r[24..32].copy_from_slice(&req[40..48]); // origin = client's transmit
+            let now = ntp_now();
+            r[16..24].copy_from_slice(&now.to_be_bytes()); // reference
+            r[32..40].copy_from_slice(&now.to_be_bytes()); // receive
+            r[40..48].copy_from_slice(&ntp_now().to_be_bytes()); // transmit
+            Some(r)
         })
     }
 }
 
-impl Drop for Sntp {
+impl Drop for UdpService {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
         if let Some(t) = self.thread.take() {
@@ -477,7 +493,9 @@ fn shell(g: &mut Guest, script: &str) -> Result<String> {
 #[ignore = "vm: boots QEMU in a network namespace with a bridge and a tap (root)"]
 fn vm_net_static_ip_without_dhcp_server() -> Result<()> {
     let ns = Netns::new()?;
-    let sntp = Sntp::start(&ns)?;
+    let sntp = UdpService::sntp(&ns)?;
+    // Whatever reaches the DHCP server port on the host side (broadcasts included).
+    let dhcp_port = UdpService::start(&ns, ("0.0.0.0", 67), |_| None)?;
     // client::gw:netmask:hostname:device:autoconf:dns0:dns1:ntp0; nobody serves DHCP here.
     let ip = format!(
         "ip=10.99.0.15::{HOST_IP}:255.255.255.0:kiln-static:eth0:none:10.99.0.53::{HOST_IP}"
@@ -498,9 +516,11 @@ fn vm_net_static_ip_without_dhcp_server() -> Result<()> {
         g.expect("nothing more to do", STEP)?;
         no_line_contains(g, "DHCP")
     })?;
+    ensure!(sntp.seen() > 0, "no SNTP request seen");
     ensure!(
-        sntp.answered.load(Ordering::SeqCst) > 0,
-        "no SNTP request seen"
+        dhcp_port.seen() == 0,
+        "{} packets to the DHCP server port",
+        dhcp_port.seen()
     );
     Ok(())
 }
@@ -509,7 +529,7 @@ fn vm_net_static_ip_without_dhcp_server() -> Result<()> {
 #[ignore = "vm: boots QEMU in a network namespace with dnsmasq (root)"]
 fn vm_net_dnsmasq_lease_routes_dns_ntp_and_clock() -> Result<()> {
     let ns = Netns::new()?;
-    let sntp = Sntp::start(&ns)?;
+    let sntp = UdpService::sntp(&ns)?;
     let dnsmasq = Dnsmasq::start(
         &ns,
         &[
@@ -587,9 +607,6 @@ fn vm_net_dnsmasq_lease_routes_dns_ntp_and_clock() -> Result<()> {
         eprintln!("dnsmasq log:\n{}", dnsmasq.log());
     }
     r?;
-    ensure!(
-        sntp.answered.load(Ordering::SeqCst) > 0,
-        "no SNTP request seen"
-    );
+    ensure!(sntp.seen() > 0, "no SNTP request seen");
     Ok(())
 }
