@@ -70,7 +70,10 @@ fn address_applied(g: &mut Guest, test: &str, ifname: &str, want: &str) -> Resul
     } else {
         "TCG"
     };
-    eprintln!("TIMING {test}: kernel start -> address applied {secs} s ({accel})");
+    eprintln!(
+        "TIMING {test}: kernel start -> address applied {secs} s ({accel}; QEMU start -> line seen {:.1} s)",
+        g.elapsed().as_secs_f64()
+    );
     Ok(line)
 }
 
@@ -174,20 +177,15 @@ fn vm_net_two_nics_one_without_link_uses_the_other() -> Result<()> {
     })
 }
 
-#[test]
-#[ignore = "vm: boots QEMU (scripts/test vm)"]
-fn vm_net_bootif_selects_the_named_nic() -> Result<()> {
-    // Both NICs have link and a DHCP server; BOOTIF names the second (10.0.3.0/24).
-    let mut g = GuestBuilder::new(
-        "net-bootif",
-        kernel_boot(&format!("BOOTIF=01-{}", MAC1.replace(':', "-")))?,
-    )
-    .args(slirp_nic("n0", MAC0, "10.0.2.0/24"))
-    .args(slirp_nic("n1", MAC1, "10.0.3.0/24"))
-    .start()?;
+/// Both NICs have link and a DHCP server; `param` names the second one (10.0.3.0/24).
+fn named_nic_wins(name: &str, param: &str) -> Result<()> {
+    let mut g = GuestBuilder::new(name, kernel_boot(param)?)
+        .args(slirp_nic("n0", MAC0, "10.0.2.0/24"))
+        .args(slirp_nic("n1", MAC1, "10.0.3.0/24"))
+        .start()?;
     g.check(|g| {
         g.expect("eth1: using this lease (named by BOOTIF/kiln.ifname)", BOOT)?;
-        address_applied(g, "BOOTIF", "eth1", "10.0.3.15/24")?;
+        address_applied(g, param, "eth1", "10.0.3.15/24")?;
         g.expect("nothing more to do", STEP)?;
         no_line_contains(g, "eth0: address")?;
         // Both raced; if eth0 got a lease before it was cancelled, it was given back.
@@ -202,6 +200,29 @@ fn vm_net_bootif_selects_the_named_nic() -> Result<()> {
         }
         Ok(())
     })
+}
+
+#[test]
+#[ignore = "vm: boots QEMU (scripts/test vm)"]
+fn vm_net_bootif_selects_the_named_nic() -> Result<()> {
+    // pxelinux's IPAPPEND 2 form.
+    named_nic_wins(
+        "net-bootif",
+        &format!("BOOTIF=01-{}", MAC1.replace(':', "-")),
+    )
+}
+
+#[test]
+#[ignore = "vm: boots QEMU (scripts/test vm)"]
+fn vm_net_bootif_ipxe_plain_mac_selects_the_named_nic() -> Result<()> {
+    // iPXE's ${netX/mac}.
+    named_nic_wins("net-bootif-ipxe", &format!("BOOTIF={MAC1}"))
+}
+
+#[test]
+#[ignore = "vm: boots QEMU (scripts/test vm)"]
+fn vm_net_kiln_ifname_mac_selects_the_named_nic() -> Result<()> {
+    named_nic_wins("net-kiln-ifname", &format!("kiln.ifname={MAC1}"))
 }
 
 #[test]
