@@ -85,6 +85,8 @@ pub struct GuestBuilder {
     display: bool,
     disks: Vec<Disk>,
     extra: Vec<String>,
+    wrap: Vec<String>,
+    paused: bool,
 }
 
 impl GuestBuilder {
@@ -97,6 +99,8 @@ impl GuestBuilder {
             display: false,
             disks: Vec::new(),
             extra: Vec::new(),
+            wrap: Vec::new(),
+            paused: false,
         }
     }
 
@@ -131,6 +135,21 @@ impl GuestBuilder {
         self
     }
 
+    /// Runs QEMU under a command prefix, e.g. `["ip", "netns", "exec", NS]` so that its
+    /// tap devices are those of a network namespace the test made. The prefix must exec
+    /// QEMU (not fork it): dropping the [`Guest`] kills the process it started.
+    pub fn wrap<I: IntoIterator<Item = S>, S: Into<String>>(mut self, prefix: I) -> Self {
+        self.wrap = prefix.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Starts the guest with its CPU stopped (`-S`): set things up over [`Guest::qmp`]
+    /// (say `set_link`), then `cont`.
+    pub fn paused(mut self, on: bool) -> Self {
+        self.paused = on;
+        self
+    }
+
     /// The QEMU command line for this guest, with files placed in `dir`.
     pub fn command_line(&self, dir: &Path) -> Result<Vec<String>> {
         let mut a: Vec<String> = Vec::new();
@@ -146,6 +165,9 @@ impl GuestBuilder {
         push(&["-display", "none", "-monitor", "none", "-serial", "stdio"]);
         push(&["-vga", if self.display { "std" } else { "none" }]);
         push(&["-no-reboot", "-device", "virtio-rng-pci"]);
+        if self.paused {
+            push(&["-S"]);
+        }
         push(&[
             "-qmp",
             &format!("unix:{},server=on,wait=off", dir.join("qmp.sock").display()),
@@ -258,14 +280,17 @@ impl GuestBuilder {
         std::fs::create_dir_all(log_path.parent().unwrap_or(Path::new(".")))?;
         let mut log = std::fs::File::create(&log_path)
             .with_context(|| format!("creating {}", log_path.display()))?;
-        writeln!(log, "# qemu-system-x86_64 {}", args.join(" "))?;
-        let mut child = Command::new("qemu-system-x86_64")
-            .args(&args)
+        let mut argv = self.wrap.clone();
+        argv.push("qemu-system-x86_64".into());
+        argv.extend(args);
+        writeln!(log, "# {}", argv.join(" "))?;
+        let mut child = Command::new(&argv[0])
+            .args(&argv[1..])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .context("starting qemu-system-x86_64 (apt install qemu-system-x86)")?;
+            .with_context(|| format!("starting {} (apt install qemu-system-x86)", argv[0]))?;
         let started = Instant::now();
         let serial = Arc::new(Serial::default());
         let stdout = child.stdout.take().context("qemu stdout")?;
@@ -382,9 +407,14 @@ impl Guest {
             }
             let now = Instant::now();
             if t.2 || now >= deadline {
-                let why = if t.2 { "QEMU exited" } else { "timed out" };
+                let eof = t.2;
                 let stderr = String::from_utf8_lossy(&t.1).into_owned();
                 drop(t);
+                let why = if eof {
+                    format!("QEMU exited ({})", self.exit_status())
+                } else {
+                    "timed out".to_string()
+                };
                 self.failed = true;
                 bail!(
                     "[{}] {why} after {:.1?} waiting for {needle:?} on the serial console; qemu stderr: {stderr}",
@@ -399,6 +429,18 @@ impl Guest {
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }
+    }
+
+    /// How QEMU ended, once its output closed (it may take a moment to be reaped).
+    fn exit_status(&mut self) -> String {
+        for _ in 0..20 {
+            match self.child.try_wait() {
+                Ok(Some(status)) => return status.to_string(),
+                Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+                Err(e) => return format!("status unknown: {e}"),
+            }
+        }
+        "still running".into()
     }
 
     /// Types a line on the guest's serial console.
@@ -429,13 +471,23 @@ impl Guest {
 
     /// Asks QEMU for a screendump (PPM) of the display into `path`.
     pub fn screendump(&mut self, path: &Path) -> Result<()> {
-        let r = qmp(
-            &self.dir.path().join("qmp.sock"),
-            &format!(
-                r#"{{"execute":"screendump","arguments":{{"filename":{}}}}}"#,
-                serde_json::Value::String(path.display().to_string())
-            ),
-        );
+        self.qmp(
+            "screendump",
+            serde_json::json!({ "filename": path.display().to_string() }),
+        )
+        .map(drop)
+    }
+
+    /// Runs one QMP command (`execute` with `arguments`, e.g. `set_link` or `cont`) and
+    /// returns its `return` value.
+    pub fn qmp(
+        &mut self,
+        execute: &str,
+        arguments: serde_json::Value,
+    ) -> Result<serde_json::Value> {
+        let command = serde_json::json!({ "execute": execute, "arguments": arguments });
+        let r = qmp(&self.dir.path().join("qmp.sock"), &command.to_string())
+            .with_context(|| format!("[{}] QMP {execute}", self.name));
         if r.is_err() {
             self.failed = true;
         }
@@ -473,17 +525,27 @@ impl Drop for Guest {
     }
 }
 
-/// Sends one QMP command and waits for its answer.
-fn qmp(sock: &Path, command: &str) -> Result<()> {
+/// Sends one QMP command and waits for its answer (the `return` value).
+fn qmp(sock: &Path, command: &str) -> Result<serde_json::Value> {
     use std::io::BufRead;
-    let stream = std::os::unix::net::UnixStream::connect(sock)
-        .with_context(|| format!("connecting to QMP at {}", sock.display()))?;
+    // Right after start QEMU may not have made the socket yet.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let stream = loop {
+        match std::os::unix::net::UnixStream::connect(sock) {
+            Ok(s) => break s,
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+            Err(e) => {
+                return Err(e).with_context(|| format!("connecting to QMP at {}", sock.display()));
+            }
+        }
+    };
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     let mut w = stream.try_clone()?;
     let mut r = std::io::BufReader::new(stream);
     let mut line = String::new();
     r.read_line(&mut line)?; // greeting
     w.write_all(b"{\"execute\":\"qmp_capabilities\"}\n")?;
+    let mut answer = serde_json::Value::Null;
     for cmd in [None, Some(command)] {
         if let Some(c) = cmd {
             w.write_all(c.as_bytes())?;
@@ -494,8 +556,9 @@ fn qmp(sock: &Path, command: &str) -> Result<()> {
             if r.read_line(&mut line)? == 0 {
                 bail!("QMP closed");
             }
-            let v: serde_json::Value = serde_json::from_str(&line)?;
-            if v.get("return").is_some() {
+            let mut v: serde_json::Value = serde_json::from_str(&line)?;
+            if let Some(ret) = v.get_mut("return") {
+                answer = ret.take();
                 break;
             }
             if let Some(e) = v.get("error") {
@@ -503,7 +566,7 @@ fn qmp(sock: &Path, command: &str) -> Result<()> {
             }
         }
     }
-    Ok(())
+    Ok(answer)
 }
 
 /// Whether KVM works here: QEMU must create a KVM vCPU of the kind guests use (nested

@@ -188,7 +188,7 @@ impl fmt::Display for NetEvent {
                 if let Some(g) = gateway {
                     write!(f, " via {g}")?;
                 }
-                write!(f, ", {routes} routes")?;
+                write!(f, ", {routes} route{}", if *routes == 1 { "" } else { "s" })?;
                 if let Some(m) = mtu {
                     write!(f, ", MTU {m}")?;
                 }
@@ -266,6 +266,27 @@ mod tests {
             "{j}"
         );
         assert_eq!(serde_json::from_str::<NetEvent>(&j).unwrap(), e);
+        let a = |routes, gateway| NetEvent::AddressApplied {
+            ifname: "eth0".into(),
+            address: Ipv4Addr::new(10, 0, 2, 15),
+            prefix_len: 24,
+            gateway,
+            routes,
+            mtu: None,
+            since_boot_ms: 1264,
+        };
+        for (e, want) in [
+            (
+                a(0, None),
+                "eth0: address 10.0.2.15/24, 0 routes (1.264 s after kernel start)",
+            ),
+            (
+                a(1, Some(Ipv4Addr::new(10, 0, 2, 2))),
+                "eth0: address 10.0.2.15/24 via 10.0.2.2, 1 route (1.264 s after kernel start)",
+            ),
+        ] {
+            assert_eq!(e.to_string(), want);
+        }
         let c = NetEvent::ClockStep {
             source: "NTP 192.0.2.123".into(),
             offset_ms: 789_000_000_000,
