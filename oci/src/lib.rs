@@ -1,1 +1,14 @@
 //! OCI registry client and the Kiln provisioning image format (see docs/image-format.md).
+//!
+//! - [`format`]: media types, layer-0 forms, settings from annotations, platform selection.
+//! - [`compression`], [`single_file_tar`]: `Read` adapters turning layer 0 into disk bytes.
+//! - [`reference`]: image references with Docker's defaults.
+//! - [`registry`]: the blocking registry client (auth, retries, mirrors, resume).
+//! - [`blob`]: the verified, resumable blob stream; [`prefetch`]: download-ahead.
+//! - [`push`], [`layout`], [`builder`]: writing images (used by `kiln-image`).
+
+pub mod compression;
+pub mod digest;
+pub mod format;
+pub mod reference;
+pub mod single_file_tar;
