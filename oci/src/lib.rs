@@ -7,8 +7,12 @@
 //! - [`blob`]: the verified, resumable blob stream; [`prefetch`]: download-ahead.
 //! - [`push`], [`layout`], [`builder`]: writing images (used by `kiln-image`).
 
+pub mod blob;
 pub mod compression;
 pub mod digest;
 pub mod format;
+pub mod prefetch;
+pub mod progress;
 pub mod reference;
+pub mod registry;
 pub mod single_file_tar;
