@@ -8,11 +8,14 @@
 //! - [`push`], [`layout`], [`builder`]: writing images (used by `kiln-image`).
 
 pub mod blob;
+pub mod builder;
 pub mod compression;
 pub mod digest;
 pub mod format;
+pub mod layout;
 pub mod prefetch;
 pub mod progress;
+pub mod push;
 pub mod reference;
 pub mod registry;
 pub mod single_file_tar;
