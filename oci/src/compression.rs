@@ -67,6 +67,8 @@ pub struct Decompressor<R: Read> {
     inner: Inner<R>,
     compression: Compression,
     finished: bool,
+    /// A failure is sticky: reading again never turns it into end-of-stream.
+    failed: Option<(io::ErrorKind, String)>,
 }
 
 /// Buffer between the input and the decoder.
@@ -98,6 +100,7 @@ impl<R: Read> Decompressor<R> {
             inner,
             compression,
             finished: false,
+            failed: None,
         })
     }
 
@@ -113,6 +116,25 @@ impl<R: Read> Decompressor<R> {
             Inner::Xz(d) => d.get_mut(),
             Inner::None(r) => r,
         }
+    }
+
+    /// A decode error: read the input to its end first, so that a corrupt download is reported
+    /// as what it is (the input's digest verdict) rather than as a decompression error.
+    fn decode_error(&mut self, e: io::Error) -> io::Error {
+        let compression = self.compression;
+        let err = match io::copy(self.input(), &mut io::sink()) {
+            Err(v) if v.to_string() == e.to_string() => e,
+            Err(v) if v.kind() == io::ErrorKind::InvalidData => io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{v} (decompressing the {compression} stream had failed first: {e})"),
+            ),
+            _ => io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("decompressing {compression} stream: {e}"),
+            ),
+        };
+        self.failed = Some((err.kind(), err.to_string()));
+        err
     }
 
     /// After the decoder ended: the input must end too (its own verdict comes with its end).
@@ -132,27 +154,28 @@ impl<R: Read> Decompressor<R> {
 
 impl<R: Read> Read for Decompressor<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some((kind, msg)) = &self.failed {
+            return Err(io::Error::new(*kind, msg.clone()));
+        }
         if self.finished || buf.is_empty() {
             return Ok(0);
         }
-        let n = match &mut self.inner {
+        let result = match &mut self.inner {
             Inner::Zstd(d) => d.read(buf),
             Inner::Gzip(d) => d.read(buf),
             Inner::Xz(d) => d.read(buf),
             Inner::None(r) => r.read(buf),
-        }
-        .map_err(|e| {
-            if e.kind() == io::ErrorKind::InvalidData || e.get_ref().is_some() {
-                e
-            } else {
-                io::Error::new(
-                    e.kind(),
-                    format!("decompressing {} stream: {e}", self.compression),
-                )
-            }
-        })?;
+        };
+        let n = match result {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Err(e),
+            Err(e) => return Err(self.decode_error(e)),
+        };
         if n == 0 {
-            self.drain_input()?;
+            if let Err(e) = self.drain_input() {
+                self.failed = Some((e.kind(), e.to_string()));
+                return Err(e);
+            }
             self.finished = true;
         }
         Ok(n)
@@ -247,6 +270,9 @@ pub(crate) mod tests {
                 .unwrap()
                 .read_to_end(&mut Vec::new());
             assert!(res.is_err(), "{c}: trailing garbage accepted");
+            let mut d = Decompressor::new(packed.as_slice()).unwrap();
+            let _ = d.read_to_end(&mut Vec::new());
+            assert!(d.read(&mut [0u8; 8]).is_err(), "{c}: error not sticky");
             let cut = &whole[..whole.len() - 3];
             assert!(
                 Decompressor::new(cut)
