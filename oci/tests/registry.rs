@@ -328,3 +328,77 @@ fn root_mirror_dead_falls_back_and_live_mirror_serves() {
         "the live mirror served the pull"
     );
 }
+
+#[test]
+#[ignore = "root: starts docker-registry with token auth and a token server on 127.0.0.1"]
+fn root_bearer_token_auth_push_pull() {
+    let tokens = TokenServer::start("kiln", "tok-pw", 3600);
+    let reg = Registry::start(tokens.auth());
+    let img = test_image(1 << 20, Layer0Form::RawDisk);
+    let r = reference(&reg.host(), "kiln/tok:v1");
+    let client = client_for(&[&reg.host()], Some(("kiln", "tok-pw")));
+    img.image
+        .push(&client, &r)
+        .expect("push with a bearer token");
+    pull_and_compare(&client, &r, &img);
+    let issued = tokens.issued.lock().unwrap().clone();
+    assert!(
+        issued.iter().any(|s| s == "repository:kiln/tok:pull,push"),
+        "{issued:?}"
+    );
+    assert!(
+        issued.iter().any(|s| s == "repository:kiln/tok:pull"),
+        "{issued:?}"
+    );
+    // Tokens are cached: far fewer token requests than registry requests.
+    assert!(issued.len() <= 4, "{issued:?}");
+    let err = format!(
+        "{:#}",
+        client_for(&[&reg.host()], Some(("kiln", "bad")))
+            .resolve(&r, &Platform::current())
+            .unwrap_err()
+    );
+    assert!(
+        err.contains("token server") && err.contains("refused") && !err.contains("bad\""),
+        "{err}"
+    );
+}
+
+#[test]
+#[ignore = "root: starts docker-registry with token auth, a token server and a fault proxy"]
+fn root_bearer_token_expiring_mid_pull_reauthenticates_on_resume() {
+    // Tokens expire 2 s after issue (the registry adds 60 s of leeway to `exp`).
+    let tokens = TokenServer::start("kiln", "tok-pw", -58);
+    let reg = Registry::start(tokens.auth());
+    let img = test_image(4 << 20, Layer0Form::RawDisk);
+    let direct = client_for(&[&reg.host()], Some(("kiln", "tok-pw")));
+    img.image
+        .push(&direct, &reference(&reg.host(), "kiln/tok:v1"))
+        .unwrap();
+    let proxy = FaultProxy::start(
+        reg.port,
+        FaultPlan {
+            cuts_per_blob: 1,
+            ..Default::default()
+        },
+    );
+    let client = client_for(&[&proxy.host()], Some(("kiln", "tok-pw")));
+    let r = reference(&proxy.host(), "kiln/tok:v1");
+    let resolved = client.resolve(&r, &Platform::current()).unwrap();
+    let before = tokens.issued.lock().unwrap().len();
+    let l0 = &resolved.layers[0];
+    let mut blob = client
+        .open_blob(&resolved.reference, &l0.digest, l0.size)
+        .unwrap();
+    let mut got = vec![0u8; 64 * 1024];
+    blob.read_exact(&mut got).unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(4)); // the token expires
+    blob.read_to_end(&mut got)
+        .expect("resume after re-authentication");
+    assert!(got == std::fs::read(&img.image.layers[0].path).unwrap());
+    assert_eq!(blob.progress().snapshot().resumes, 1);
+    assert!(
+        tokens.issued.lock().unwrap().len() > before,
+        "a new token was fetched mid-pull"
+    );
+}
