@@ -402,3 +402,79 @@ fn root_bearer_token_expiring_mid_pull_reauthenticates_on_resume() {
         "a new token was fetched mid-pull"
     );
 }
+
+#[test]
+#[ignore = "root: starts docker-registry on 127.0.0.1"]
+fn root_index_platform_selection_and_docker_v2_types() {
+    use kiln_oci::push::push_manifest;
+    let reg = Registry::start(Auth::None);
+    let client = client_for(&[&reg.host()], None);
+    let raw = test_image(1 << 20, Layer0Form::RawDisk);
+    let tar = test_image(1 << 20, Layer0Form::TarWithOneFile);
+    let d_raw = raw
+        .image
+        .push(&client, &reference(&reg.host(), "kiln/multi:raw"))
+        .unwrap();
+    let d_tar = tar
+        .image
+        .push(&client, &reference(&reg.host(), "kiln/multi:tar"))
+        .unwrap();
+    let entry = |d: &kiln_oci::digest::Digest, len: usize, os: &str, arch: &str| {
+        serde_json::json!({"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": d.as_str(), "size": len,
+            "platform": {"os": os, "architecture": arch}})
+    };
+    let (lr, lt) = (raw.image.manifest.len(), tar.image.manifest.len());
+    for index_type in [
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+    ] {
+        let index = serde_json::json!({"schemaVersion": 2, "mediaType": index_type, "manifests": [
+            entry(&d_tar, lt, "unknown", "unknown"), entry(&d_tar, lt, "linux", "arm64"), entry(&d_raw, lr, "linux", "amd64")]});
+        let r = reference(&reg.host(), "kiln/multi:index");
+        push_manifest(&client, &r, index.to_string().as_bytes(), index_type).unwrap();
+        let amd = client.resolve(&r, &Platform::current()).unwrap();
+        assert_eq!(
+            (amd.layer0, amd.reference.digest()),
+            (Layer0Form::RawDisk, Some(&d_raw)),
+            "{index_type}"
+        );
+        let arm = Platform {
+            os: "linux".into(),
+            architecture: "arm64".into(),
+            variant: None,
+        };
+        assert_eq!(
+            client.resolve(&r, &arm).unwrap().layer0,
+            Layer0Form::TarWithOneFile,
+            "{index_type}"
+        );
+        let s390 = Platform {
+            os: "linux".into(),
+            architecture: "s390x".into(),
+            variant: None,
+        };
+        let err = format!("{:#}", client.resolve(&r, &s390).unwrap_err());
+        assert!(
+            err.contains("linux/s390x") && err.contains("linux/arm64, linux/amd64"),
+            "{err}"
+        );
+    }
+    // The tar-form image as a Docker v2 schema 2 manifest with Docker media types.
+    let desc = |b: &kiln_oci::builder::BlobFile, mt: &str| serde_json::json!({"mediaType": mt, "digest": b.digest.as_str(), "size": b.size});
+    let v2 = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+        "config": desc(&tar.image.config, "application/vnd.docker.container.image.v1+json"),
+        "layers": [desc(&tar.image.layers[0], "application/vnd.docker.image.rootfs.diff.tar"),
+                   desc(&tar.image.layers[1], "application/vnd.docker.image.rootfs.diff.tar.gzip")],
+    });
+    let r = reference(&reg.host(), "kiln/multi:docker-v2");
+    push_manifest(
+        &client,
+        &r,
+        v2.to_string().as_bytes(),
+        "application/vnd.docker.distribution.manifest.v2+json",
+    )
+    .unwrap();
+    pull_and_compare(&client, &r, &tar);
+}
