@@ -141,6 +141,20 @@ impl BlobReader {
             ) {
                 Ok(resp) => {
                     let status = resp.status();
+                    if status == 206 {
+                        let start = resp
+                            .header("content-range")
+                            .and_then(|v| v.trim().strip_prefix("bytes "))
+                            .and_then(|v| v.split('-').next())
+                            .and_then(|v| v.trim().parse::<u64>().ok());
+                        if start != Some(offset) {
+                            bail!(
+                                "{}: asked to resume at byte {offset}, the registry answered Content-Range {:?}",
+                                self.what(),
+                                resp.header("content-range")
+                            );
+                        }
+                    }
                     let mut body: HttpBody = resp.into_reader();
                     if offset > 0 && status == 200 {
                         // Range ignored: skip what we already hashed.

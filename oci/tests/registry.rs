@@ -478,3 +478,36 @@ fn root_index_platform_selection_and_docker_v2_types() {
     .unwrap();
     pull_and_compare(&client, &r, &tar);
 }
+
+#[test]
+#[ignore = "root: starts docker-registry with TLS on 127.0.0.1"]
+fn root_custom_ca_tls_registry() {
+    use kiln_oci::registry::{ClientConfig, HostConfig};
+    let pki_dir = tempfile::tempdir().unwrap();
+    let pki = make_pki(pki_dir.path());
+    let reg = Registry::start_with(Auth::None, Some((&pki.cert, &pki.key)));
+    let img = test_image(1 << 20, Layer0Form::RawDisk);
+    let r = reference(&reg.host(), "kiln/tls:v1");
+    let with_ca = |ca: Option<std::path::PathBuf>| {
+        let mut config = ClientConfig::default();
+        config.retry.max_attempts = 2;
+        config.hosts.insert(
+            reg.host(),
+            HostConfig {
+                ca_file: ca,
+                ..Default::default()
+            },
+        );
+        Client::new(config)
+    };
+    let client = with_ca(Some(pki.ca.clone()));
+    img.image
+        .push(&client, &r)
+        .expect("push over TLS with the custom CA");
+    pull_and_compare(&client, &r, &img);
+    let err = format!(
+        "{:#}",
+        with_ca(None).resolve(&r, &Platform::current()).unwrap_err()
+    );
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+}

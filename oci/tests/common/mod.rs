@@ -69,8 +69,92 @@ pub struct Registry {
     pub dir: tempfile::TempDir,
 }
 
+/// A test CA and a server certificate for 127.0.0.1 signed by it (openssl CLI).
+pub struct TestPki {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+pub fn make_pki(dir: &Path) -> TestPki {
+    let p = |n: &str| dir.join(n).display().to_string();
+    openssl(&[
+        "ecparam",
+        "-name",
+        "prime256v1",
+        "-genkey",
+        "-noout",
+        "-out",
+        &p("ca.key"),
+    ]);
+    openssl(&[
+        "req",
+        "-x509",
+        "-new",
+        "-key",
+        &p("ca.key"),
+        "-subj",
+        "/CN=kiln-test-ca",
+        "-days",
+        "2",
+        "-out",
+        &p("ca.pem"),
+    ]);
+    openssl(&[
+        "ecparam",
+        "-name",
+        "prime256v1",
+        "-genkey",
+        "-noout",
+        "-out",
+        &p("server.key"),
+    ]);
+    openssl(&[
+        "req",
+        "-new",
+        "-key",
+        &p("server.key"),
+        "-subj",
+        "/CN=127.0.0.1",
+        "-out",
+        &p("server.csr"),
+    ]);
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\nkeyUsage=digitalSignature\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &p("server.csr"),
+        "-CA",
+        &p("ca.pem"),
+        "-CAkey",
+        &p("ca.key"),
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        &p("ext.cnf"),
+        "-out",
+        &p("server.pem"),
+    ]);
+    TestPki {
+        ca: dir.join("ca.pem"),
+        cert: dir.join("server.pem"),
+        key: dir.join("server.key"),
+    }
+}
+
 impl Registry {
     pub fn start(auth: Auth) -> Self {
+        Self::start_with(auth, None)
+    }
+
+    /// Starts an instance serving HTTPS with `tls` = (certificate, key) when given.
+    pub fn start_with(auth: Auth, tls: Option<(&Path, &Path)>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let auth_yaml = match auth {
@@ -98,8 +182,16 @@ impl Registry {
                 cert.display()
             ),
         };
+        let tls_yaml = match tls {
+            Some((cert, key)) => format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                cert.display(),
+                key.display()
+            ),
+            None => String::new(),
+        };
         let config = format!(
-            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{auth_yaml}",
+            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{tls_yaml}{auth_yaml}",
             dir.path().join("data").display()
         );
         let config_path = dir.path().join("config.yml");
