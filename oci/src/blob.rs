@@ -312,3 +312,15 @@ impl Read for BlobReader {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// The streaming contract's shape, checked at compile time.
+    #[test]
+    fn blob_stream_is_read_send_static() {
+        fn contract<T: std::io::Read + Send + 'static>() {}
+        contract::<super::BlobReader>();
+        contract::<crate::prefetch::Prefetched>();
+        contract::<crate::compression::Decompressor<super::BlobReader>>();
+    }
+}
