@@ -511,3 +511,35 @@ fn root_custom_ca_tls_registry() {
     );
     assert!(err.to_lowercase().contains("certificate"), "{err}");
 }
+
+#[test]
+#[ignore = "root: starts docker-registry and two proxies on 127.0.0.1"]
+fn root_blob_redirect_to_storage_with_cuts_resumes_through_the_redirect() {
+    let reg = Registry::start(Auth::None);
+    let img = test_image(4 << 20, Layer0Form::RawDisk);
+    img.image
+        .push(
+            &client_for(&[&reg.host()], None),
+            &reference(&reg.host(), "kiln/test:v1"),
+        )
+        .unwrap();
+    // "Blob storage" that cuts every blob 3 times; the registry front redirects blobs there.
+    let storage = FaultProxy::start(
+        reg.port,
+        FaultPlan {
+            cuts_per_blob: 3,
+            ..Default::default()
+        },
+    );
+    let front = FaultProxy::start(
+        reg.port,
+        FaultPlan {
+            redirect_blobs_to: Some(storage.port),
+            ..Default::default()
+        },
+    );
+    let client = client_for(&[&front.host()], None);
+    let resumes = pull_and_compare(&client, &reference(&front.host(), "kiln/test:v1"), &img);
+    assert!(resumes >= 3 * img.image.layers.len() as u32, "{resumes}");
+    assert!(storage.stats(|s| s.cuts) >= 3 * img.image.layers.len() as u32);
+}

@@ -308,6 +308,8 @@ pub struct FaultPlan {
     pub statuses: Vec<u16>,
     /// Blob digest whose body gets one byte flipped in every response.
     pub flip: Option<String>,
+    /// Answer blob GETs with a 307 redirect to the same path on this port (blob storage).
+    pub redirect_blobs_to: Option<u16>,
 }
 
 #[derive(Default)]
@@ -472,6 +474,14 @@ fn handle(client: TcpStream, upstream: u16, shared: &Mutex<Shared>) -> std::io::
     let mut body = Vec::new();
     (&mut client_r).take(body_len).read_to_end(&mut body)?;
 
+    if let (Some(port), Some(_)) = (shared.lock().unwrap().plan.redirect_blobs_to, &blob) {
+        let target = head[0].split(' ').nth(1).unwrap_or("");
+        write!(
+            client_w,
+            "HTTP/1.1 307 Temporary Redirect\r\nLocation: http://127.0.0.1:{port}{target}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )?;
+        return client_w.shutdown(Shutdown::Both);
+    }
     if let Some(code) = status {
         let reason = if code == 429 {
             "Too Many Requests"
