@@ -4,7 +4,8 @@
 //! - [`compression`], [`single_file_tar`]: `Read` adapters turning layer 0 into disk bytes.
 //! - [`reference`]: image references with Docker's defaults.
 //! - [`registry`]: the blocking registry client (auth, retries, mirrors, resume).
-//! - [`blob`]: the verified, resumable blob stream; [`prefetch`]: download-ahead.
+//! - [`blob`]: the verified, resumable blob stream; [`prefetch`]: download-ahead;
+//!   [`pull`]: all layers as streams, the next one prefetching.
 //! - [`push`], [`layout`], [`builder`]: writing images (used by `kiln-image`).
 
 pub mod blob;
@@ -15,6 +16,7 @@ pub mod format;
 pub mod layout;
 pub mod prefetch;
 pub mod progress;
+pub mod pull;
 pub mod push;
 pub mod reference;
 pub mod registry;

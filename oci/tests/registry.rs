@@ -543,3 +543,47 @@ fn root_blob_redirect_to_storage_with_cuts_resumes_through_the_redirect() {
     assert!(resumes >= 3 * img.image.layers.len() as u32, "{resumes}");
     assert!(storage.stats(|s| s.cuts) >= 3 * img.image.layers.len() as u32);
 }
+
+#[test]
+#[ignore = "root: starts docker-registry and a fault proxy on 127.0.0.1"]
+fn root_layer_streams_prefetch_next_layer_through_faults() {
+    use kiln_oci::pull::LayerStreams;
+    let reg = Registry::start(Auth::None);
+    let img = test_image(6 << 20, Layer0Form::RawDisk);
+    img.image
+        .push(
+            &client_for(&[&reg.host()], None),
+            &reference(&reg.host(), "kiln/test:v1"),
+        )
+        .unwrap();
+    let proxy = FaultProxy::start(
+        reg.port,
+        FaultPlan {
+            cuts_per_blob: 3,
+            ..Default::default()
+        },
+    );
+    let client = client_for(&[&proxy.host()], None);
+    let resolved = client
+        .resolve(
+            &reference(&proxy.host(), "kiln/test:v1"),
+            &Platform::current(),
+        )
+        .unwrap();
+    let mut seen = 0;
+    for (i, item) in LayerStreams::new(&client, &resolved, 2 << 20).enumerate() {
+        let (layer, mut stream, progress) = item.unwrap();
+        if i == 0 {
+            std::thread::sleep(std::time::Duration::from_millis(500)); // layer 1 prefetches meanwhile
+        }
+        let mut got = Vec::new();
+        stream.read_to_end(&mut got).unwrap();
+        assert!(
+            got == std::fs::read(&img.image.layers[i].path).unwrap(),
+            "layer {i}"
+        );
+        assert_eq!(progress.snapshot().done, layer.size);
+        seen += 1;
+    }
+    assert_eq!(seen, img.image.layers.len());
+}
