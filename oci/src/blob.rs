@@ -24,6 +24,92 @@ use crate::registry::{Body, Client, Endpoint};
 
 type HttpBody = Box<dyn Read + Send + Sync>;
 
+/// Blobs at least this large are hashed on a separate thread, overlapping sha256 with the
+/// network reads and with the consumer's work.
+const THREADED_HASH_MIN: u64 = 4 << 20;
+/// Chunks queued for the hashing thread (bounded memory: chunks are at most one read).
+const HASH_QUEUE: usize = 16;
+
+/// Where received bytes are hashed: inline, or on a thread fed through a bounded queue.
+enum HashSink {
+    Inline(Hasher),
+    Thread {
+        tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+        thread: Option<std::thread::JoinHandle<Hasher>>,
+        len: u64,
+    },
+}
+
+impl HashSink {
+    fn new(size: u64) -> Self {
+        if size < THREADED_HASH_MIN {
+            return Self::Inline(Hasher::default());
+        }
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(HASH_QUEUE);
+        let spawned = std::thread::Builder::new()
+            .name("kiln-sha256".into())
+            .spawn(move || {
+                let mut h = Hasher::default();
+                for chunk in rx {
+                    h.update(&chunk);
+                }
+                h
+            });
+        match spawned {
+            Ok(thread) => Self::Thread {
+                tx: Some(tx),
+                thread: Some(thread),
+                len: 0,
+            },
+            Err(_) => Self::Inline(Hasher::default()),
+        }
+    }
+
+    fn update(&mut self, bytes: &[u8]) -> io::Result<()> {
+        match self {
+            Self::Inline(h) => h.update(bytes),
+            Self::Thread { tx, len, .. } => {
+                let sent = tx
+                    .as_ref()
+                    .is_some_and(|tx| tx.send(bytes.to_vec()).is_ok());
+                if !sent {
+                    return Err(io::Error::other("the sha256 thread stopped"));
+                }
+                *len += bytes.len() as u64;
+            }
+        }
+        Ok(())
+    }
+
+    fn len(&self) -> u64 {
+        match self {
+            Self::Inline(h) => h.len(),
+            Self::Thread { len, .. } => *len,
+        }
+    }
+
+    /// The digest of everything received; waits for the hashing thread to finish.
+    fn digest(&mut self) -> io::Result<Digest> {
+        match self {
+            Self::Inline(h) => Ok(h.digest()),
+            Self::Thread { tx, thread, len } => {
+                drop(tx.take());
+                let h = thread
+                    .take()
+                    .ok_or_else(|| io::Error::other("sha256 already finished"))?
+                    .join()
+                    .map_err(|_| io::Error::other("the sha256 thread panicked"))?;
+                if h.len() != *len {
+                    return Err(io::Error::other("the sha256 thread lost bytes"));
+                }
+                let d = h.digest();
+                *self = Self::Inline(h);
+                Ok(d)
+            }
+        }
+    }
+}
+
 /// A blob being downloaded and verified. See the module docs for the contract.
 pub struct BlobReader {
     client: Client,
@@ -33,7 +119,7 @@ pub struct BlobReader {
     endpoints: Vec<Endpoint>,
     endpoint: usize,
     body: Option<HttpBody>,
-    hasher: Hasher,
+    hasher: HashSink,
     cuts_without_progress: u32,
     progress: Progress,
     callback: Option<ProgressCallback>,
@@ -74,7 +160,7 @@ impl BlobReader {
             endpoints,
             endpoint: 0,
             body: None,
-            hasher: Hasher::default(),
+            hasher: HashSink::new(size),
             cuts_without_progress: 0,
             progress: Progress::new(size),
             callback: None,
@@ -233,7 +319,10 @@ impl BlobReader {
     }
 
     fn finish(&mut self) -> io::Result<usize> {
-        let seen = self.hasher.digest();
+        let seen = match self.hasher.digest() {
+            Ok(d) => d,
+            Err(e) => return Err(self.fail(io::ErrorKind::Other, format!("{}: {e}", self.what()))),
+        };
         if seen != self.digest {
             let msg = format!(
                 "{}: digest mismatch: expected {}, seen {seen} ({} bytes)",
@@ -291,7 +380,11 @@ impl Read for BlobReader {
                     return Err(self.fail(io::ErrorKind::InvalidData, msg));
                 }
                 Ok(n) => {
-                    self.hasher.update(&buf[..n]);
+                    if let Err(e) = self.hasher.update(&buf[..n]) {
+                        return Err(
+                            self.fail(io::ErrorKind::Other, format!("{}: {e}", self.what()))
+                        );
+                    }
                     self.progress.add(n as u64);
                     self.cuts_without_progress = 0;
                     if self.callback.is_some()

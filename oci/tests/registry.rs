@@ -127,7 +127,7 @@ fn root_fault_proxy_three_cuts_503_429_and_truncation_resume_byte_identical() {
 #[ignore = "root: starts docker-registry on 127.0.0.1"]
 fn root_flipped_byte_is_reported_with_reference_and_both_digests() {
     let reg = Registry::start(Auth::None);
-    let img = test_image(2 << 20, Layer0Form::RawDisk);
+    let img = test_image(6 << 20, Layer0Form::RawDisk);
     img.image
         .push(
             &client_for(&[&reg.host()], None),
