@@ -1,1 +1,14 @@
-//! The Kiln control plane: server, storage and API (see docs/protocol.md).
+//! The Kiln control plane: server, storage and API (see docs/controlplane.md and
+//! docs/protocol.md). `kiln-server` and `kilnctl` are thin binaries over these modules.
+
+pub mod api;
+pub mod approval;
+pub mod client;
+pub mod cloudinit;
+pub mod db;
+pub mod jwe;
+pub mod metrics;
+pub mod secrets;
+pub mod server;
+pub mod tls;
+pub mod tokens;

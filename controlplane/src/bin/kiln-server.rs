@@ -1,0 +1,105 @@
+//! `kiln-server`: the Kiln control plane.
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use kiln_controlplane::server::{self, ServerConfig};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use tracing_subscriber::EnvFilter;
+
+/// The Kiln control plane: API, agent protocol and installer artifacts over HTTPS.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// Address to listen on.
+    #[arg(long, env = "KILN_LISTEN", default_value = "0.0.0.0:8443")]
+    listen: SocketAddr,
+    /// Data directory: SQLite database, master key, generated TLS material.
+    #[arg(long, env = "KILN_DATA_DIR", default_value = "/var/lib/kiln")]
+    data_dir: PathBuf,
+    /// PostgreSQL URL (postgres://user:pass@host/db). SQLite in the data directory if unset.
+    #[arg(long, env = "KILN_DATABASE_URL")]
+    database_url: Option<String>,
+    /// URL agents reach this server at (default https://<first --tls-name>:<port>).
+    #[arg(long, env = "KILN_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// DNS name or IP for the generated certificate (repeatable).
+    #[arg(long = "tls-name", default_values = ["localhost", "127.0.0.1"])]
+    tls_names: Vec<String>,
+    /// Operator-provided certificate chain (PEM); needs --tls-key and --tls-ca.
+    #[arg(long)]
+    tls_cert: Option<PathBuf>,
+    #[arg(long)]
+    tls_key: Option<PathBuf>,
+    /// CA certificate agents pin (PEM).
+    #[arg(long)]
+    tls_ca: Option<PathBuf>,
+    /// Directory with vmlinuz, kiln-agent and kiln.iso (built into out/ by scripts/build-*).
+    #[arg(long, env = "KILN_ARTIFACTS_DIR", default_value = "out")]
+    artifacts_dir: PathBuf,
+    /// Official image catalog (JSON: {"images": [{"name", "description", "oci_url", ...}]}).
+    #[arg(long, env = "KILN_CATALOG")]
+    catalog: Option<PathBuf>,
+    /// Name of the account created on first start.
+    #[arg(long, default_value = "admin")]
+    admin_account: String,
+    /// Agent heartbeat interval in seconds (offline after three missed).
+    #[arg(long, default_value_t = 30)]
+    heartbeat_secs: u64,
+    /// Log format.
+    #[arg(long, value_parser = ["text", "json"], default_value = "text")]
+    log_format: String,
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    if args.log_format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+    let cfg = ServerConfig {
+        listen: args.listen,
+        data_dir: args.data_dir,
+        database_url: args.database_url,
+        public_url: args.public_url,
+        tls_names: args.tls_names,
+        tls_cert: args.tls_cert,
+        tls_key: args.tls_key,
+        tls_ca: args.tls_ca,
+        artifacts_dir: args.artifacts_dir,
+        catalog: args.catalog,
+        admin_account: args.admin_account,
+        heartbeat_secs: args.heartbeat_secs,
+        approval_code_secs: 15 * 60,
+    };
+    let prepared = server::prepare(&cfg).await?;
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("listening on {}", cfg.listen))?;
+    // Printed on stdout, never logged: the operator copies these once.
+    println!(
+        "Kiln control plane at {}",
+        prepared.state.settings.public_url
+    );
+    println!("CA sha256 pin: {}", prepared.tls.ca_sha256);
+    if let Some(key) = &prepared.admin_key {
+        println!("Admin API key (shown only this once, store it now): {key}");
+    }
+    tracing::info!(listen = %cfg.listen, ca_sha256 = %prepared.tls.ca_sha256, backend = ?prepared.state.db.backend, "serving");
+    let router = kiln_controlplane::api::router(prepared.state.clone());
+    server::serve(
+        listener,
+        prepared.tls.config.clone(),
+        router,
+        prepared.shutdown,
+        server::shutdown_signal(),
+    )
+    .await
+}

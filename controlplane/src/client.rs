@@ -1,0 +1,165 @@
+//! HTTPS client for the control plane API, used by `kilnctl` and the load benchmark.
+//!
+//! The server certificate is verified against the Kiln CA only: either a CA file, or a
+//! SHA-256 pin, in which case `/ca.pem` is fetched once without verification and accepted
+//! only if its hash matches the pin (the same scheme install.sh and the agent use).
+
+use anyhow::{Context, Result, bail};
+use reqwest::{Certificate, Method, StatusCode};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+/// How to trust the server.
+#[derive(Debug, Clone)]
+pub enum Trust {
+    /// PEM text of the CA certificate.
+    CaPem(String),
+    /// Hex SHA-256 of the CA certificate DER.
+    Pin(String),
+}
+
+/// An API error answer.
+#[derive(Debug, thiserror::Error)]
+#[error("{method} {path}: {status}: {message}")]
+pub struct ApiFailure {
+    pub method: Method,
+    pub path: String,
+    pub status: StatusCode,
+    pub message: String,
+}
+
+/// A client bound to one server and (optionally) one credential.
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    bearer: Option<String>,
+}
+
+impl Client {
+    /// Connects trust: fetches and checks the CA when given a pin.
+    pub async fn new(base: &str, trust: Trust, bearer: Option<String>) -> Result<Client> {
+        let base = base.trim_end_matches('/').to_string();
+        let pem = match trust {
+            Trust::CaPem(p) => p,
+            Trust::Pin(pin) => {
+                let insecure = reqwest::Client::builder()
+                    .use_rustls_tls()
+                    .danger_accept_invalid_certs(true)
+                    .build()
+                    .context("building HTTP client")?;
+                let pem = insecure
+                    .get(format!("{base}/ca.pem"))
+                    .send()
+                    .await
+                    .with_context(|| format!("fetching {base}/ca.pem"))?
+                    .error_for_status()?
+                    .text()
+                    .await?;
+                let got = crate::tls::pin_of_pem(&pem).context("parsing the server's ca.pem")?;
+                if !got.eq_ignore_ascii_case(pin.trim()) {
+                    bail!(
+                        "the CA of {base} has SHA-256 {got}, but the pin is {pin}; refusing to talk to it"
+                    );
+                }
+                pem
+            }
+        };
+        let cert = Certificate::from_pem(pem.as_bytes()).context("parsing the CA certificate")?;
+        let http = reqwest::Client::builder()
+            .use_rustls_tls()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(cert)
+            .pool_max_idle_per_host(4)
+            .build()
+            .context("building HTTP client")?;
+        Ok(Client { http, base, bearer })
+    }
+
+    pub fn with_bearer(&self, bearer: String) -> Client {
+        Client {
+            http: self.http.clone(),
+            base: self.base.clone(),
+            bearer: Some(bearer),
+        }
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// Sends a request and returns the JSON answer (`Value::Null` for an empty body).
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&(impl Serialize + ?Sized)>,
+    ) -> Result<Value> {
+        let mut req = self
+            .http
+            .request(method.clone(), format!("{}{path}", self.base));
+        req = req.header(
+            kiln_protocol::VERSION_HEADER,
+            kiln_protocol::PROTOCOL_VERSION.to_string(),
+        );
+        if let Some(b) = &self.bearer {
+            req = req.bearer_auth(b);
+        }
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        let resp = req
+            .send()
+            .await
+            .with_context(|| format!("{method} {}{path}", self.base))?;
+        let status = resp.status();
+        let bytes = resp
+            .bytes()
+            .await
+            .with_context(|| format!("reading the answer to {method} {path}"))?;
+        if !status.is_success() {
+            let message = serde_json::from_slice::<kiln_protocol::ErrorBody>(&bytes)
+                .map(|e| e.error)
+                .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned());
+            return Err(ApiFailure {
+                method,
+                path: path.to_string(),
+                status,
+                message,
+            }
+            .into());
+        }
+        if bytes.is_empty() {
+            return Ok(Value::Null);
+        }
+        serde_json::from_slice(&bytes)
+            .with_context(|| format!("decoding the answer to {method} {path}"))
+    }
+
+    /// Like [`Client::call`], decoding into a type.
+    pub async fn call_as<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&(impl Serialize + ?Sized)>,
+    ) -> Result<T> {
+        let v = self.call(method.clone(), path, body).await?;
+        serde_json::from_value(v).with_context(|| format!("decoding the answer to {method} {path}"))
+    }
+
+    pub async fn get(&self, path: &str) -> Result<Value> {
+        self.call(Method::GET, path, None::<&Value>).await
+    }
+
+    /// Downloads a text resource (e.g. `/metrics`).
+    pub async fn text(&self, path: &str) -> Result<String> {
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await?
+            .error_for_status()?;
+        Ok(resp.text().await?)
+    }
+}

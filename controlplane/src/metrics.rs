@@ -1,0 +1,171 @@
+//! Prometheus metrics (text exposition format 0.0.4) and the per-request log line.
+//!
+//! Counters and latency histograms per method, matched route and status are kept in memory;
+//! machine and run gauges are counted from the database at scrape time, so every replica
+//! reports the same fleet numbers.
+
+use crate::api::{ApiResult, AppStateRef};
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use sqlx::Row;
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::time::Instant;
+
+const BUCKETS: [f64; 12] = [
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+#[derive(Default)]
+struct Series {
+    count: u64,
+    sum: f64,
+    buckets: [u64; BUCKETS.len()],
+}
+
+/// In-memory request metrics.
+#[derive(Default)]
+pub struct Metrics {
+    series: Mutex<BTreeMap<(String, String, u16), Series>>,
+}
+
+impl Metrics {
+    pub fn observe(&self, method: &str, route: &str, status: u16, secs: f64) {
+        let mut map = self.series.lock().expect("metrics poisoned");
+        let s = map
+            .entry((method.to_string(), route.to_string(), status))
+            .or_default();
+        s.count += 1;
+        s.sum += secs;
+        for (i, le) in BUCKETS.iter().enumerate() {
+            if secs <= *le {
+                s.buckets[i] += 1;
+            }
+        }
+    }
+
+    /// Renders the request metrics in the Prometheus text format.
+    pub fn render(&self, out: &mut String) {
+        let map = self.series.lock().expect("metrics poisoned");
+        out.push_str("# HELP kiln_http_requests_total HTTP requests answered.\n");
+        out.push_str("# TYPE kiln_http_requests_total counter\n");
+        for ((m, r, s), v) in map.iter() {
+            let _ = writeln!(
+                out,
+                "kiln_http_requests_total{{method=\"{m}\",route=\"{}\",status=\"{s}\"}} {}",
+                escape(r),
+                v.count
+            );
+        }
+        out.push_str("# HELP kiln_http_request_duration_seconds Time to answer HTTP requests.\n");
+        out.push_str("# TYPE kiln_http_request_duration_seconds histogram\n");
+        let mut per_route: BTreeMap<(&str, &str), Series> = BTreeMap::new();
+        for ((m, r, _), v) in map.iter() {
+            let agg = per_route.entry((m, r)).or_default();
+            agg.count += v.count;
+            agg.sum += v.sum;
+            for i in 0..BUCKETS.len() {
+                agg.buckets[i] += v.buckets[i];
+            }
+        }
+        for ((m, r), v) in per_route {
+            let labels = format!("method=\"{m}\",route=\"{}\"", escape(r));
+            for (i, le) in BUCKETS.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "kiln_http_request_duration_seconds_bucket{{{labels},le=\"{le}\"}} {}",
+                    v.buckets[i]
+                );
+            }
+            let _ = writeln!(
+                out,
+                "kiln_http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}",
+                v.count
+            );
+            let _ = writeln!(
+                out,
+                "kiln_http_request_duration_seconds_sum{{{labels}}} {}",
+                v.sum
+            );
+            let _ = writeln!(
+                out,
+                "kiln_http_request_duration_seconds_count{{{labels}}} {}",
+                v.count
+            );
+        }
+    }
+}
+
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Middleware: times the request, records it and logs one line (no bodies, no headers).
+pub async fn track(State(state): State<AppStateRef>, req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let method = req.method().to_string();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".to_string());
+    let resp = next.run(req).await;
+    let secs = start.elapsed().as_secs_f64();
+    let status = resp.status().as_u16();
+    state.metrics.observe(&method, &route, status, secs);
+    tracing::info!(target: "kiln::http", %method, %route, status, ms = (secs * 1000.0) as u64, "request");
+    resp
+}
+
+/// `GET /metrics`.
+pub async fn serve(State(state): State<AppStateRef>) -> ApiResult<Response> {
+    let mut out = String::new();
+    state.metrics.render(&mut out);
+    out.push_str("# HELP kiln_machines Machines by stored state.\n# TYPE kiln_machines gauge\n");
+    let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM machines GROUP BY state")
+        .fetch_all(&state.db.pool)
+        .await?;
+    for row in rows {
+        let st: String = row.try_get("state")?;
+        let n: i64 = row.try_get("n")?;
+        let _ = writeln!(out, "kiln_machines{{state=\"{st}\"}} {n}");
+    }
+    out.push_str("# HELP kiln_runs Provisioning runs by status.\n# TYPE kiln_runs gauge\n");
+    let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM runs GROUP BY status")
+        .fetch_all(&state.db.pool)
+        .await?;
+    for row in rows {
+        let st: String = row.try_get("status")?;
+        let n: i64 = row.try_get("n")?;
+        let _ = writeln!(out, "kiln_runs{{status=\"{st}\"}} {n}");
+    }
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_and_histograms() {
+        let m = Metrics::default();
+        m.observe("GET", "/healthz", 200, 0.002);
+        m.observe("GET", "/healthz", 200, 0.2);
+        let mut out = String::new();
+        m.render(&mut out);
+        assert!(out.contains(
+            "kiln_http_requests_total{method=\"GET\",route=\"/healthz\",status=\"200\"} 2"
+        ));
+        assert!(out.contains("le=\"0.001\"} 0"));
+        assert!(out.contains("le=\"0.005\"} 1"));
+        assert!(out.contains("le=\"0.25\"} 2"));
+        assert!(out.contains(
+            "kiln_http_request_duration_seconds_count{method=\"GET\",route=\"/healthz\"} 2"
+        ));
+    }
+}
