@@ -1,1 +1,23 @@
 //! OCI registry client and the Kiln provisioning image format (see docs/image-format.md).
+//!
+//! - [`format`]: media types, layer-0 forms, settings from annotations, platform selection.
+//! - [`compression`], [`single_file_tar`]: `Read` adapters turning layer 0 into disk bytes.
+//! - [`reference`]: image references with Docker's defaults.
+//! - [`registry`]: the blocking registry client (auth, retries, mirrors, resume).
+//! - [`blob`]: the verified, resumable blob stream; [`prefetch`]: download-ahead;
+//!   [`pull`]: all layers as streams, the next one prefetching.
+//! - [`push`], [`layout`], [`builder`]: writing images (used by `kiln-image`).
+
+pub mod blob;
+pub mod builder;
+pub mod compression;
+pub mod digest;
+pub mod format;
+pub mod layout;
+pub mod prefetch;
+pub mod progress;
+pub mod pull;
+pub mod push;
+pub mod reference;
+pub mod registry;
+pub mod single_file_tar;
