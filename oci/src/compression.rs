@@ -58,7 +58,7 @@ type Input<R> = BufReader<Chain<Cursor<Vec<u8>>, R>>;
 enum Inner<R: Read> {
     Zstd(zstd::stream::read::Decoder<'static, Input<R>>),
     Gzip(flate2::bufread::MultiGzDecoder<Input<R>>),
-    Xz(xz2::bufread::XzDecoder<Input<R>>),
+    Xz(liblzma::bufread::XzDecoder<Input<R>>),
     None(Input<R>),
 }
 
@@ -93,7 +93,7 @@ impl<R: Read> Decompressor<R> {
         let inner = match compression {
             Compression::Zstd => Inner::Zstd(zstd::stream::read::Decoder::with_buffer(buffered)?),
             Compression::Gzip => Inner::Gzip(flate2::bufread::MultiGzDecoder::new(buffered)),
-            Compression::Xz => Inner::Xz(xz2::bufread::XzDecoder::new_multi_decoder(buffered)),
+            Compression::Xz => Inner::Xz(liblzma::bufread::XzDecoder::new_multi_decoder(buffered)),
             Compression::None => Inner::None(buffered),
         };
         Ok(Self {
@@ -196,7 +196,7 @@ pub(crate) mod tests {
                 e.finish().unwrap()
             }
             Compression::Xz => {
-                let mut e = xz2::write::XzEncoder::new(Vec::new(), 1);
+                let mut e = liblzma::write::XzEncoder::new(Vec::new(), 1);
                 e.write_all(data).unwrap();
                 e.finish().unwrap()
             }
