@@ -9,7 +9,6 @@
 // The registry harness of kiln-oci's root tests (a real docker-registry with config and
 // storage in a temp dir, killed on drop), reused as it is.
 #[path = "../../oci/tests/common/mod.rs"]
-#[allow(dead_code, unused_imports)]
 mod registry;
 
 use anyhow::{Context, Result, bail, ensure};

@@ -123,14 +123,17 @@ fn read_text(p: &Path) -> Result<String> {
     std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
 }
 
+/// Layer 0 and the layers after it.
+type Layers = (LayerInput, Box<dyn Iterator<Item = Result<LayerInput>>>);
+
 /// Where the layers come from, and the defaults the image gives.
 struct Source {
-    layer0: LayerInput,
-    rest: Box<dyn Iterator<Item = Result<LayerInput>>>,
-    /// A second stream of layer 0 from its start, for the GPT peek.
+    /// A stream of layer 0 from its start, for the GPT peek before the disk is chosen.
     peek: Box<dyn Read + Send>,
     /// Image settings (annotations/labels); defaults when the source has none.
     settings: ImageSettings,
+    /// Opens the layer streams; called only once the disk is confirmed.
+    open: Box<dyn FnOnce() -> Result<Layers>>,
 }
 
 fn open_source(a: &Args, sink: &Sink) -> Result<Source> {
@@ -162,12 +165,14 @@ fn open_source(a: &Args, sink: &Sink) -> Result<Source> {
         ));
         let peek = source::peek_layer0(&client, &image)?;
         let settings = image.settings.clone();
-        let (layer0, rest) = source::layers(&client, &image, sink.clone())?;
+        let sink = sink.clone();
         return Ok(Source {
-            layer0,
-            rest: Box::new(rest),
             peek,
             settings,
+            open: Box::new(move || {
+                let (layer0, rest) = source::layers(&client, &image, sink)?;
+                Ok((layer0, Box::new(rest) as Box<dyn Iterator<Item = _>>))
+            }),
         });
     }
     let (layer0, rest, peek): (LayerInput, Vec<LayerInput>, Box<dyn Read + Send>) =
@@ -209,10 +214,9 @@ fn open_source(a: &Args, sink: &Sink) -> Result<Source> {
             _ => unreachable!("checked in parse"),
         };
     Ok(Source {
-        layer0,
-        rest: Box::new(rest.into_iter().map(Ok)),
         peek,
         settings: ImageSettings::default(),
+        open: Box::new(move || Ok((layer0, Box::new(rest.into_iter().map(Ok)) as Box<_>))),
     })
 }
 
@@ -230,10 +234,9 @@ pub fn cli(args: &[String]) -> Result<()> {
     let progress = |e: Event| sink(e);
 
     let Source {
-        layer0: l0,
-        mut rest,
         peek,
         settings,
+        open,
     } = open_source(&a, &sink)?;
 
     // Peek at layer 0's GPT (from a second stream of the same blob) for the disk choice.
@@ -351,6 +354,7 @@ pub fn cli(args: &[String]) -> Result<()> {
         stage: a.stage.clone().unwrap_or_else(|| tmp.join("boot")),
         extract: Options::default(),
     };
+    let (l0, mut rest) = open()?;
     let out = provision(&order, l0, &mut rest, &progress)?;
     if json {
         println!("{}", serde_json::to_string(&out)?);
