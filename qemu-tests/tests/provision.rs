@@ -250,11 +250,20 @@ fn provision_by_serial(name: &str, serial: &str, device: &str) -> Result<()> {
         g.expect("nothing more to do", BOOT)?;
         g.type_line("shell")?;
         g.expect("starting a shell on /dev/ttyS0", STEP)?;
-        g.type_line(&format!(
+        // First the wrong confirmation (the decoy): refused before anything is pulled
+        // or written; then the real order.
+        let order = format!(
             "kiln-agent provision --image 10.0.2.100:5000/kiln/test:latest \
-             --insecure-registry 10.0.2.100:5000 --disk serial={serial} \
-             --yes-really-wipe {device}; echo PROVISION\"\"-EXIT=$?; exit"
+             --insecure-registry 10.0.2.100:5000 --disk serial={serial}"
+        );
+        g.type_line(&format!(
+            "{order} --yes-really-wipe /dev/vdb; {order} --yes-really-wipe {device}; \
+             echo PROVISION\"\"-EXIT=$?; exit"
         ))?;
+        g.expect(
+            &format!("names /dev/vdb but the hints chose {device}: refusing; nothing was written"),
+            STEP,
+        )?;
         g.expect(&format!("chose {device}"), STEP)?;
         g.expect("pulled and verified", PROVISION)?; // layer 0
         g.expect("[partition]", STEP)?;
