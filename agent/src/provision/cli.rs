@@ -5,8 +5,10 @@
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
+use kiln_oci::format::ImageSettings;
 
 use super::cloudinit::Seed;
 use super::disk::inventory_system;
@@ -19,9 +21,11 @@ use super::layout;
 use super::rootfs::{FsSpec, FsType};
 use super::run::{LayerInput, Order, provision};
 use super::select::{Policy, choose, describe, parse_hints};
+use super::source::{self, Sink};
 
 const USAGE: &str = "\
-usage: kiln-agent provision (--image-file OCI_LAYOUT_DIR | --layer0 FILE [--layer FILE]...)
+usage: kiln-agent provision (--image REF [--insecure-registry HOST:PORT]... |
+                             --image-file OCI_LAYOUT_DIR | --layer0 FILE [--layer FILE]...)
                             --disk HINTS [--yes-really-wipe DEVICE]
          [--root-partition NUMBER|NAME] [--fs ext4|xfs|btrfs] [--fs-label L] [--fs-uuid U]
          [--instance-id ID [--hostname H] [--user-data FILE] [--network-config FILE]]
@@ -29,10 +33,14 @@ usage: kiln-agent provision (--image-file OCI_LAYOUT_DIR | --layer0 FILE [--laye
          [--extra-args 'ARGS'] [--mount DIR] [--stage DIR] [--json]
 HINTS: serial=...,wwn=...,model=...,vendor=...,by-path=...,by-id=...,name=...,
        size>=100G,size<=2T,rotational=0|1,transport=nvme|virtio|ata|sas|usb|scsi|loop (ANDed)
+With --image, root partition, filesystem, label and extra kernel arguments come from the
+image's annotations/labels; the flags override them. --insecure-registry: plain HTTP (labs).
 Without --yes-really-wipe the chosen disk is shown and nothing is written.";
 
 #[derive(Default)]
 struct Args {
+    image: Option<String>,
+    insecure: Vec<String>,
     image_file: Option<PathBuf>,
     layer0: Option<PathBuf>,
     layers: Vec<PathBuf>,
@@ -66,6 +74,8 @@ fn parse(args: &[String]) -> Result<Args> {
                 .with_context(|| format!("{k} needs a value\n{USAGE}"))
         };
         match k.as_str() {
+            "--image" => a.image = Some(val()?),
+            "--insecure-registry" => a.insecure.push(val()?),
             "--image-file" => a.image_file = Some(val()?.into()),
             "--layer0" => a.layer0 = Some(val()?.into()),
             "--layer" => a.layers.push(val()?.into()),
@@ -91,11 +101,17 @@ fn parse(args: &[String]) -> Result<Args> {
             other => bail!("unknown argument {other:?}\n{USAGE}"),
         }
     }
-    if a.image_file.is_some() == a.layer0.is_some() {
-        bail!("give exactly one of --image-file and --layer0\n{USAGE}");
+    let sources = usize::from(a.image.is_some())
+        + usize::from(a.image_file.is_some())
+        + usize::from(a.layer0.is_some());
+    if sources != 1 {
+        bail!("give exactly one of --image, --image-file and --layer0\n{USAGE}");
     }
-    if a.image_file.is_some() && !a.layers.is_empty() {
-        bail!("--layer goes with --layer0, not --image-file");
+    if !a.insecure.is_empty() && a.image.is_none() {
+        bail!("--insecure-registry goes with --image");
+    }
+    if a.layer0.is_none() && !a.layers.is_empty() {
+        bail!("--layer goes with --layer0, not --image or --image-file");
     }
     if a.disk.is_none() {
         bail!("--disk HINTS is required (e.g. --disk name=loop0 or --disk serial=ABC)\n{USAGE}");
@@ -107,63 +123,126 @@ fn read_text(p: &Path) -> Result<String> {
     std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
 }
 
+/// Layer 0 and the layers after it.
+type Layers = (LayerInput, Box<dyn Iterator<Item = Result<LayerInput>>>);
+
+/// Where the layers come from, and the defaults the image gives.
+struct Source {
+    /// A stream of layer 0 from its start, for the GPT peek before the disk is chosen.
+    peek: Box<dyn Read + Send>,
+    /// Image settings (annotations/labels); defaults when the source has none.
+    settings: ImageSettings,
+    /// Opens the layer streams; called only once the disk is confirmed.
+    open: Box<dyn FnOnce() -> Result<Layers>>,
+}
+
+fn open_source(a: &Args, sink: &Sink) -> Result<Source> {
+    if let Some(reference) = &a.image {
+        let client = source::client(&a.insecure);
+        let image = source::resolve(&client, reference)?;
+        sink(Event::msg(
+            Phase::Inventory,
+            format!(
+                "image {}: {} layers, layer 0 {:?}, root {:?}, {}{}{}",
+                image.reference,
+                image.layers.len(),
+                image.layer0,
+                image.settings.root_partition,
+                image.settings.filesystem,
+                image
+                    .settings
+                    .label
+                    .as_deref()
+                    .map(|l| format!(" label {l:?}"))
+                    .unwrap_or_default(),
+                image
+                    .settings
+                    .kernel_args
+                    .as_deref()
+                    .map(|k| format!(", kernel args {k:?}"))
+                    .unwrap_or_default(),
+            ),
+        ));
+        let peek = source::peek_layer0(&client, &image)?;
+        let settings = image.settings.clone();
+        let sink = sink.clone();
+        return Ok(Source {
+            peek,
+            settings,
+            open: Box::new(move || {
+                let (layer0, rest) = source::layers(&client, &image, sink)?;
+                Ok((layer0, Box::new(rest) as Box<dyn Iterator<Item = _>>))
+            }),
+        });
+    }
+    let (layer0, rest, peek): (LayerInput, Vec<LayerInput>, Box<dyn Read + Send>) =
+        match (&a.image_file, &a.layer0) {
+            (Some(dir), _) => {
+                let ds = layout::layers(dir)?;
+                let (first, others) = ds
+                    .split_first()
+                    .with_context(|| format!("{} has no layers", dir.display()))?;
+                let open = |d: &layout::Descriptor| -> Result<LayerInput> {
+                    Ok(LayerInput {
+                        reader: Box::new(layout::open_blob(dir, d)?),
+                        size: Some(d.size),
+                        label: d.digest.clone(),
+                    })
+                };
+                let l0 = open(first)?;
+                let peek = Box::new(File::open(layout::blob_path(dir, &l0.label)?)?);
+                (l0, others.iter().map(open).collect::<Result<_>>()?, peek)
+            }
+            (None, Some(f)) => {
+                let open = |p: &PathBuf| -> Result<LayerInput> {
+                    let file = File::open(p).with_context(|| format!("opening {}", p.display()))?;
+                    let size = file.metadata().ok().map(|m| m.len());
+                    Ok(LayerInput {
+                        reader: Box::new(file),
+                        size,
+                        label: p.display().to_string(),
+                    })
+                };
+                let peek =
+                    Box::new(File::open(f).with_context(|| format!("opening {}", f.display()))?);
+                (
+                    open(f)?,
+                    a.layers.iter().map(open).collect::<Result<_>>()?,
+                    peek,
+                )
+            }
+            _ => unreachable!("checked in parse"),
+        };
+    Ok(Source {
+        peek,
+        settings: ImageSettings::default(),
+        open: Box::new(move || Ok((layer0, Box::new(rest.into_iter().map(Ok)) as Box<_>))),
+    })
+}
+
 /// Entry point of `kiln-agent provision ...`.
 pub fn cli(args: &[String]) -> Result<()> {
     let a = parse(args)?;
     let json = a.json;
-    let progress = move |e: Event| {
+    let sink: Sink = Arc::new(move |e: Event| {
         if json {
             println!("{}", serde_json::to_string(&e).unwrap_or_default());
         } else {
             eprintln!("{e}");
         }
-    };
+    });
+    let progress = |e: Event| sink(e);
 
-    // Layer 0 and the rest, as verified streams where a digest is known.
-    let (l0, rest): (LayerInput, Vec<LayerInput>) = match (&a.image_file, &a.layer0) {
-        (Some(dir), _) => {
-            let ds = layout::layers(dir)?;
-            let (first, others) = ds
-                .split_first()
-                .with_context(|| format!("{} has no layers", dir.display()))?;
-            let open = |d: &layout::Descriptor| -> Result<LayerInput> {
-                Ok(LayerInput {
-                    reader: Box::new(layout::open_blob(dir, d)?),
-                    size: Some(d.size),
-                    label: d.digest.clone(),
-                })
-            };
-            (
-                open(first)?,
-                others.iter().map(open).collect::<Result<_>>()?,
-            )
-        }
-        (None, Some(f)) => {
-            let open = |p: &PathBuf| -> Result<LayerInput> {
-                let file = File::open(p).with_context(|| format!("opening {}", p.display()))?;
-                let size = file.metadata().ok().map(|m| m.len());
-                Ok(LayerInput {
-                    reader: Box::new(file),
-                    size,
-                    label: p.display().to_string(),
-                })
-            };
-            (open(f)?, a.layers.iter().map(open).collect::<Result<_>>()?)
-        }
-        _ => unreachable!("checked in parse"),
-    };
+    let Source {
+        peek,
+        settings,
+        open,
+    } = open_source(&a, &sink)?;
 
-    // Peek at layer 0's GPT (from a second open of the same file) for the disk choice.
-    let geometry = {
-        let peek: Box<dyn Read + Send> = match (&a.image_file, &a.layer0) {
-            (Some(dir), _) => Box::new(File::open(layout::blob_path(dir, &l0.label)?)?),
-            (None, Some(f)) => Box::new(File::open(f)?),
-            _ => unreachable!("checked in parse"),
-        };
-        peek_geometry(peek)
-            .context("reading the start of layer 0")?
-            .context("layer 0 has no GPT header at LBA 1: not a disk image")?
-    };
+    // Peek at layer 0's GPT (from a second stream of the same blob) for the disk choice.
+    let geometry = peek_geometry(peek)
+        .context("reading the start of layer 0")?
+        .context("layer 0 has no GPT header at LBA 1: not a disk image")?;
 
     let hints = parse_hints(a.disk.as_deref().unwrap_or(""))?;
     let disks = inventory_system()?;
@@ -196,8 +275,9 @@ pub fn cli(args: &[String]) -> Result<()> {
     }
     eprintln!("\n!!! ERASING {dev} ({}) NOW !!!\n", describe(disk));
 
+    // Flags override the image's settings, which override the built-in defaults.
     let root = match a.root.as_deref() {
-        None => RootChoice::Default,
+        None => source::root_choice(&settings.root_partition),
         Some(s) => s
             .parse()
             .map(RootChoice::Number)
@@ -209,8 +289,13 @@ pub fn cli(args: &[String]) -> Result<()> {
             .as_deref()
             .map(FsType::parse)
             .transpose()?
-            .unwrap_or(FsType::Ext4),
-        label: Some(a.fs_label.clone().unwrap_or_else(|| "root".into())),
+            .unwrap_or(source::fs_type(settings.filesystem)),
+        label: Some(
+            a.fs_label
+                .clone()
+                .or_else(|| settings.label.clone())
+                .unwrap_or_else(|| "root".into()),
+        ),
         uuid: a.fs_uuid.clone(),
     };
     let seed = match &a.instance_id {
@@ -260,6 +345,7 @@ pub fn cli(args: &[String]) -> Result<()> {
         extra_args: a
             .extra_args
             .as_deref()
+            .or(settings.kernel_args.as_deref())
             .unwrap_or("")
             .split_whitespace()
             .map(String::from)
@@ -268,8 +354,8 @@ pub fn cli(args: &[String]) -> Result<()> {
         stage: a.stage.clone().unwrap_or_else(|| tmp.join("boot")),
         extract: Options::default(),
     };
-    let mut it = rest.into_iter().map(Ok);
-    let out = provision(&order, l0, &mut it, &progress)?;
+    let (l0, mut rest) = open()?;
+    let out = provision(&order, l0, &mut rest, &progress)?;
     if json {
         println!("{}", serde_json::to_string(&out)?);
     } else {
@@ -301,7 +387,7 @@ mod tests {
         for (args, want) in [
             (
                 s(&["--disk", "name=loop0"]),
-                "exactly one of --image-file and --layer0",
+                "exactly one of --image, --image-file and --layer0",
             ),
             (
                 s(&["--layer0", "a", "--image-file", "b", "--disk", "x=1"]),
@@ -313,6 +399,25 @@ mod tests {
             (
                 s(&["--image-file", "d", "--layer", "x", "--disk", "name=a"]),
                 "--layer goes with --layer0",
+            ),
+            (
+                s(&["--image", "r/x", "--layer", "x", "--disk", "name=a"]),
+                "--layer goes with --layer0",
+            ),
+            (
+                s(&["--image", "r/x", "--image-file", "d", "--disk", "name=a"]),
+                "exactly one",
+            ),
+            (
+                s(&[
+                    "--layer0",
+                    "a",
+                    "--insecure-registry",
+                    "h:5000",
+                    "--disk",
+                    "name=a",
+                ]),
+                "--insecure-registry goes with --image",
             ),
         ] {
             let e = parse(&args)
@@ -336,5 +441,16 @@ mod tests {
         .unwrap();
         assert_eq!(a.layers.len(), 2);
         assert_eq!(a.confirm.as_deref(), Some("/dev/loop3"));
+        let a = parse(&s(&[
+            "--image",
+            "10.0.2.100:5000/kiln/test:latest",
+            "--insecure-registry",
+            "10.0.2.100:5000",
+            "--disk",
+            "serial=KILN-NVME-1",
+        ]))
+        .unwrap();
+        assert_eq!(a.image.as_deref(), Some("10.0.2.100:5000/kiln/test:latest"));
+        assert_eq!(a.insecure, ["10.0.2.100:5000"]);
     }
 }

@@ -34,6 +34,7 @@ pub mod rootfs;
 mod roottests;
 pub mod run;
 pub mod select;
+pub mod source;
 
 pub use events::{Event, Phase, Progress};
 

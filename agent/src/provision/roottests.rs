@@ -773,3 +773,76 @@ fn root_cli_hand_run_on_loop() {
     check_grown(&lo.dev, 1 << 30);
     assert_eq!(fs::read(t.path().join("stage/vmlinuz")).unwrap(), b"KERNEL");
 }
+
+// kiln-oci's registry harness (a real docker-registry in a temp dir), included as it is.
+#[path = "../../../oci/tests/common/mod.rs"]
+mod registry;
+
+#[test]
+#[ignore = "root: loop devices, mkfs, mount, docker-registry"]
+fn root_cli_image_from_registry_on_loop() {
+    use kiln_oci::builder::{BuildSpec, LayerCompression, build};
+    use kiln_oci::format::{Layer0Form, keys};
+    let _serial = serial();
+    let lo = Loop::new(1 << 30);
+    let t = tempfile::tempdir_in("/var/tmp").unwrap();
+    let disk = t.path().join("disk.raw");
+    fs::write(&disk, testimg::make(64 << 20, 512)).unwrap();
+    let rootfs = t.path().join("rootfs.tar");
+    fs::write(&rootfs, &layers_for_boot()[0]).unwrap();
+    // The image's settings: the engine must take label and kernel arguments from them.
+    let image = build(&BuildSpec {
+        disk,
+        layer0_form: Layer0Form::RawDisk,
+        rootfs: Some(rootfs),
+        annotations: vec![
+            (keys::ROOT_LABEL.into(), "img-root".into()),
+            (keys::KERNEL_ARGS.into(), "quiet kiln.test=1".into()),
+        ],
+        layer_compression: LayerCompression::Gzip,
+        zstd_level: 1,
+        work_dir: t.path().join("work"),
+    })
+    .unwrap();
+    let reg = registry::Registry::start(registry::Auth::None);
+    let reference = format!("{}/kiln/t:latest", reg.host());
+    image
+        .push(
+            &registry::client_for(&[&reg.host()], None),
+            &reference.parse().unwrap(),
+        )
+        .unwrap();
+    let name = lo.name();
+    let dev = lo.dev.display().to_string();
+    let args = |extra: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = ["--image", &reference, "--disk", &format!("name={name}")]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v.extend([
+            "--mount".into(),
+            t.path().join("mnt").display().to_string(),
+            "--stage".into(),
+            t.path().join("stage").display().to_string(),
+        ]);
+        v
+    };
+    // Without --insecure-registry the client speaks HTTPS to the plain-HTTP registry.
+    let e = super::cli(&args(&[])).unwrap_err();
+    assert!(format!("{e:#}").contains(&reference), "{e:#}");
+    let insecure = ["--insecure-registry", &reg.host()];
+    // Dry run: nothing written.
+    super::cli(&args(&insecure)).unwrap();
+    assert!(lo.read_at(0, 1 << 20).iter().all(|b| *b == 0));
+    let mut real = insecure.to_vec();
+    real.extend(["--yes-really-wipe", &dev]);
+    super::cli(&args(&real)).unwrap();
+    check_grown(&lo.dev, 1 << 30);
+    let label = sh(
+        "blkid",
+        &["-s", "LABEL", "-o", "value", &format!("{dev}p3")],
+    );
+    assert_eq!(label.trim(), "img-root");
+    assert_eq!(fs::read(t.path().join("stage/vmlinuz")).unwrap(), b"KERNEL");
+}

@@ -1,0 +1,323 @@
+//! Hand-run provisioning orders in the installer (issue 5, "done when" in QEMU): the small
+//! test image (scripts/build-test-image) is pushed to a real docker-registry on
+//! 127.0.0.1, the guest reaches it through slirp (`restrict=on`, one guestfwd from
+//! 10.0.2.100:5000), and `kiln-agent provision --image ...` typed in the rescue shell
+//! writes the disk the serial hint names. After QEMU exits, the host reads the disks:
+//! backup GPT at the very end, root partition grown to the end, ext4 grown with the
+//! image's label and the rootfs layer in it; every other disk byte-identical.
+
+// The registry harness of kiln-oci's root tests (a real docker-registry with config and
+// storage in a temp dir, killed on drop), reused as it is.
+#[path = "../../oci/tests/common/mod.rs"]
+mod registry;
+
+use anyhow::{Context, Result, bail, ensure};
+use kiln_oci::digest::Digest;
+use kiln_oci::reference::Reference;
+use kiln_qemu_tests::{Boot, Bus, Guest, GuestBuilder, artifacts};
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+const BOOT: Duration = Duration::from_secs(300);
+const STEP: Duration = Duration::from_secs(60);
+const PROVISION: Duration = Duration::from_secs(900);
+const GIB: u64 = 1 << 30;
+const MIB: u64 = 1 << 20;
+
+/// out/test-image/oci, built (or found cached) once per test process.
+fn test_image() -> Result<PathBuf> {
+    static DIR: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let run = || -> Result<PathBuf> {
+            let kernel = artifacts::bare_kernel()?;
+            let out = artifacts::out_dir().join("test-image");
+            let status =
+                std::process::Command::new(artifacts::workspace().join("scripts/build-test-image"))
+                    .arg(&kernel)
+                    .arg(&out)
+                    .status()
+                    .context("running scripts/build-test-image")?;
+            ensure!(
+                status.success(),
+                "scripts/build-test-image failed: {status}"
+            );
+            Ok(out.join("oci"))
+        };
+        run().map_err(|e| format!("{e:#}"))
+    })
+    .clone()
+    .map_err(anyhow::Error::msg)
+}
+
+/// Pushes tag `tag` of the OCI layout `dir` to `reference` with kiln-oci's pusher.
+fn push_layout(dir: &Path, tag: &str, reference: &str, host: &str) -> Result<()> {
+    let index: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("index.json"))?)?;
+    let desc = index["manifests"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
+        .with_context(|| format!("no tag {tag} in {}", dir.display()))?;
+    let blob = |d: &str| -> Result<PathBuf> {
+        let (alg, hex) = d.split_once(':').context("digest")?;
+        Ok(dir.join("blobs").join(alg).join(hex))
+    };
+    let manifest_digest = desc["digest"].as_str().context("manifest digest")?;
+    let manifest = std::fs::read(blob(manifest_digest)?)?;
+    let m: serde_json::Value = serde_json::from_slice(&manifest)?;
+    let r: Reference = reference.parse()?;
+    let client = registry::client_for(&[host], None);
+    let mut blobs = vec![m["config"]["digest"].as_str().context("config")?.to_owned()];
+    for l in m["layers"].as_array().context("layers")? {
+        blobs.push(l["digest"].as_str().context("layer digest")?.to_owned());
+    }
+    for d in blobs {
+        let digest: Digest = d.parse()?;
+        kiln_oci::push::push_blob(&client, &r, &blob(&d)?, &digest)
+            .with_context(|| format!("pushing {d}"))?;
+    }
+    let media_type = m["mediaType"]
+        .as_str()
+        .unwrap_or("application/vnd.oci.image.manifest.v1+json");
+    kiln_oci::push::push_manifest(&client, &r, &manifest, media_type)?;
+    Ok(())
+}
+
+/// A sparse disk file; `pattern` marks its first and last MiB so changes show.
+fn disk(dir: &Path, name: &str, size: u64, pattern: Option<u8>) -> Result<PathBuf> {
+    let p = dir.join(name);
+    let mut f = File::create(&p)?;
+    f.set_len(size)?;
+    if let Some(b) = pattern {
+        let block = vec![b; MIB as usize];
+        f.write_all(&block)?;
+        f.seek(SeekFrom::Start(size - MIB))?;
+        f.write_all(&block)?;
+    }
+    Ok(p)
+}
+
+fn read_at(f: &mut File, at: u64, len: usize) -> Result<Vec<u8>> {
+    let mut b = vec![0u8; len];
+    f.seek(SeekFrom::Start(at))?;
+    f.read_exact(&mut b)?;
+    Ok(b)
+}
+
+fn u32le(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().unwrap())
+}
+fn u64le(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().unwrap())
+}
+
+/// The first and last MiB of a disk the order must not touch, as they were made.
+fn untouched(p: &Path, size: u64, pattern: Option<u8>) -> Result<()> {
+    let mut f = File::open(p)?;
+    let want = vec![pattern.unwrap_or(0); MIB as usize];
+    for at in [0, size - MIB] {
+        ensure!(
+            read_at(&mut f, at, MIB as usize)? == want,
+            "{} was written at byte {at}",
+            p.display()
+        );
+    }
+    ensure!(f.metadata()?.len() == size, "{} changed size", p.display());
+    Ok(())
+}
+
+/// What the host sees on the provisioned disk (512-byte sectors).
+fn check_provisioned(p: &Path, size: u64) -> Result<String> {
+    let mut f = File::open(p)?;
+    let last = size / 512 - 1;
+    let primary = read_at(&mut f, 512, 512)?;
+    ensure!(&primary[..8] == b"EFI PART", "no primary GPT header");
+    ensure!(
+        u64le(&primary, 32) == last,
+        "primary header's backup LBA {} is not the last LBA {last}",
+        u64le(&primary, 32)
+    );
+    let last_usable = u64le(&primary, 48);
+    let backup = read_at(&mut f, last * 512, 512)?;
+    ensure!(
+        &backup[..8] == b"EFI PART",
+        "no backup GPT header at the end"
+    );
+    ensure!(
+        u64le(&backup, 24) == last,
+        "backup header's own LBA is wrong"
+    );
+    // Entries: find the partition named "root" (the image's root-partition annotation).
+    let entries_lba = u64le(&primary, 72);
+    let count = u32le(&primary, 80) as usize;
+    let esize = u32le(&primary, 84) as usize;
+    let table = read_at(&mut f, entries_lba * 512, count * esize)?;
+    let mut root = None;
+    for e in table.chunks(esize) {
+        if e[..16].iter().all(|&b| b == 0) {
+            continue;
+        }
+        let name: Vec<u16> = e[56..128]
+            .chunks(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+            .take_while(|&c| c != 0)
+            .collect();
+        if String::from_utf16_lossy(&name) == "root" {
+            root = Some((u64le(e, 32), u64le(e, 40)));
+        }
+    }
+    let (first, end) = root.context("no partition named root")?;
+    ensure!(
+        end == last_usable,
+        "root partition ends at LBA {end}, not at the last usable LBA {last_usable}"
+    );
+    // ext4 superblock at 1024 bytes into the partition.
+    let sb = read_at(&mut f, first * 512 + 1024, 1024)?;
+    ensure!(
+        u16::from_le_bytes([sb[56], sb[57]]) == 0xEF53,
+        "no ext4 superblock in the root partition"
+    );
+    let block = 1024u64 << u32le(&sb, 24);
+    let blocks = u32le(&sb, 4) as u64 | (u32le(&sb, 0x150) as u64) << 32;
+    let part_bytes = (end - first + 1) * 512;
+    ensure!(
+        blocks * block + block > part_bytes,
+        "ext4 has {} bytes, the partition {part_bytes}: not grown",
+        blocks * block
+    );
+    let label = String::from_utf8_lossy(&sb[120..136])
+        .trim_end_matches('\0')
+        .to_owned();
+    ensure!(label == "kiln-root", "ext4 label {label:?}");
+    let used_inodes = u32le(&sb, 0) - u32le(&sb, 16);
+    ensure!(
+        used_inodes > 50,
+        "only {used_inodes} inodes in use: the rootfs layer is not there"
+    );
+    Ok(format!(
+        "root partition LBA {first}..{end}, ext4 {} MiB, {used_inodes} inodes used",
+        blocks * block / MIB
+    ))
+}
+
+/// Boots the installer with three disks and provisions the one `serial` names.
+fn provision_by_serial(name: &str, serial: &str, device: &str) -> Result<()> {
+    let layout = test_image()?;
+    let reg = registry::Registry::start(registry::Auth::None);
+    push_layout(
+        &layout,
+        "test",
+        &format!("{}/kiln/test:latest", reg.host()),
+        &reg.host(),
+    )?;
+
+    let tmp = tempfile::tempdir()?;
+    let size = 3 * GIB;
+    let decoy_size = 2 * GIB;
+    let virtio = disk(tmp.path(), "virtio.img", size, None)?;
+    let nvme = disk(tmp.path(), "nvme.img", size, None)?;
+    let decoy = disk(tmp.path(), "decoy.img", decoy_size, Some(0xA5))?;
+
+    // guestfwd to `tcp:HOST:PORT` is ONE chardev connection that every guest connection
+    // shares: the agent's concurrent blob streams (GPT peek, layer 0, layer 1 prefetching)
+    // would interleave on it. `cmd:` spawns socat per guest connection instead.
+    let mut g: Guest = GuestBuilder::new(
+        name,
+        Boot::Kernel {
+            kernel: artifacts::bare_kernel()?,
+            initrd: Some(artifacts::initramfs()?),
+            append: "console=ttyS0,115200 panic=-1".into(),
+        },
+    )
+    .memory_mib(1024)
+    .disk(&virtio, Bus::Virtio, "KILN-VIRTIO-1")
+    .disk(&decoy, Bus::Virtio, "KILN-DECOY-1")
+    .disk(&nvme, Bus::Nvme, "KILN-NVME-1")
+    .args([
+        "-netdev".to_string(),
+        format!(
+            "user,id=n0,restrict=on,guestfwd=tcp:10.0.2.100:5000-cmd:socat - TCP:127.0.0.1:{}",
+            reg.port
+        ),
+        "-device".into(),
+        "virtio-net-pci,netdev=n0".into(),
+    ])
+    .start()?;
+    g.check(|g| {
+        g.expect("nothing more to do", BOOT)?;
+        g.type_line("shell")?;
+        g.expect("starting a shell on /dev/ttyS0", STEP)?;
+        // First the wrong confirmation (the decoy): refused before anything is pulled
+        // or written; then the real order.
+        let order = format!(
+            "kiln-agent provision --image 10.0.2.100:5000/kiln/test:latest \
+             --insecure-registry 10.0.2.100:5000 --disk serial={serial}"
+        );
+        g.type_line(&format!(
+            "{order} --yes-really-wipe /dev/vdb; {order} --yes-really-wipe {device}; \
+             echo PROVISION\"\"-EXIT=$?; exit"
+        ))?;
+        g.expect(
+            &format!("names /dev/vdb but the hints chose {device}: refusing; nothing was written"),
+            STEP,
+        )?;
+        g.expect(&format!("chose {device}"), STEP)?;
+        g.expect("pulled and verified", PROVISION)?; // layer 0
+        g.expect("[partition]", STEP)?;
+        g.expect("pulled and verified", PROVISION)?; // layer 1
+        let done = g.expect("done: ", PROVISION)?;
+        ensure!(
+            done.contains("1 layers") && done.contains("console=ttyS0,115200"),
+            "unexpected summary: {done}"
+        );
+        let rc = g.expect("PROVISION-EXIT=", STEP)?;
+        ensure!(rc.trim_end().ends_with("=0"), "{rc}");
+        g.expect("shell exited", STEP)?;
+        g.type_line("poweroff")?;
+        g.expect("poweroff: typed on /dev/ttyS0", STEP)?;
+        let status = g.wait_exit(STEP)?;
+        ensure!(status.success(), "QEMU exited with {status}");
+        Ok(())
+    })?;
+    drop(g);
+
+    let (target, other) = if device.starts_with("/dev/nvme") {
+        (&nvme, &virtio)
+    } else {
+        (&virtio, &nvme)
+    };
+    let seen = check_provisioned(target, size)
+        .with_context(|| format!("checking {} from the host", target.display()))?;
+    eprintln!("[{name}] {}: {seen}", target.display());
+    untouched(other, size, None)?;
+    untouched(&decoy, decoy_size, Some(0xA5))?;
+    Ok(())
+}
+
+#[test]
+#[ignore = "vm: boots QEMU, starts docker-registry (scripts/test vm)"]
+fn vm_provision_virtio_by_serial() -> Result<()> {
+    provision_by_serial("provision-virtio", "KILN-VIRTIO-1", "/dev/vda")
+}
+
+#[test]
+#[ignore = "vm: boots QEMU, starts docker-registry (scripts/test vm)"]
+fn vm_provision_nvme_by_serial() -> Result<()> {
+    provision_by_serial("provision-nvme", "KILN-NVME-1", "/dev/nvme0n1")
+}
+
+#[test]
+fn gpt_check_refuses_an_unprovisioned_disk() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let p = disk(tmp.path(), "blank.img", 64 * MIB, None)?;
+    match check_provisioned(&p, 64 * MIB) {
+        Ok(s) => bail!("a blank disk passed: {s}"),
+        Err(e) => ensure!(e.to_string().contains("no primary GPT header"), "{e}"),
+    }
+    untouched(&p, 64 * MIB, None)?;
+    ensure!(untouched(&p, 64 * MIB, Some(1)).is_err());
+    Ok(())
+}
