@@ -569,6 +569,19 @@ fn qmp(sock: &Path, command: &str) -> Result<serde_json::Value> {
     Ok(answer)
 }
 
+/// Whether a serial-console line is one of the agent's timestamped plain lines
+/// (`[   12.345] ...`, three decimals) rather than a kernel log line (six decimals).
+/// The banner (`kiln-agent <version> started ...`) has no timestamp and is not one.
+pub fn is_agent_line(line: &str) -> bool {
+    let Some(stamp) = line.strip_prefix('[').and_then(|r| r.split_once("] ")) else {
+        return false;
+    };
+    let frac = stamp.0.trim_start().split_once('.');
+    matches!(frac, Some((s, f)) if f.len() == 3
+        && s.bytes().all(|b| b.is_ascii_digit())
+        && f.bytes().all(|b| b.is_ascii_digit()))
+}
+
 /// Whether KVM works here: QEMU must create a KVM vCPU of the kind guests use (nested
 /// setups fail at vCPU set-up even when /dev/kvm opens) and quit cleanly. Probed once.
 pub fn kvm_works() -> bool {
@@ -603,4 +616,22 @@ pub fn kvm_works() -> bool {
 
 fn accel_name() -> &'static str {
     if kvm_works() { "KVM" } else { "TCG" }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_agent_line;
+
+    #[test]
+    fn agent_lines_are_told_from_kernel_lines() {
+        assert!(is_agent_line("[    4.264] eth0: address 10.0.2.15/24"));
+        assert!(is_agent_line("[12345.001] debug: eth0: DHCP discover"));
+        assert!(!is_agent_line(
+            "[    3.985835] 8021q: adding VLAN 0 to HW filter on device eth0"
+        ));
+        assert!(!is_agent_line(
+            "kiln-agent 0.1.0 started 1.265 s after kernel start"
+        ));
+        assert!(!is_agent_line("[ok] eth0"));
+    }
 }

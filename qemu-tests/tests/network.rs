@@ -20,7 +20,7 @@
 //! Run: `cargo test -p kiln-qemu-tests --test network -- --ignored vm_net --test-threads=1`
 
 use anyhow::{Context as _, Result, bail, ensure};
-use kiln_qemu_tests::{Boot, Guest, GuestBuilder, artifacts};
+use kiln_qemu_tests::{Boot, Guest, GuestBuilder, artifacts, is_agent_line};
 use std::fs::File;
 use std::net::UdpSocket;
 use std::path::PathBuf;
@@ -85,29 +85,6 @@ fn agent_lines(g: &Guest) -> Vec<String> {
         .map(|l| l.trim_end_matches('\r').to_string())
         .filter(|l| is_agent_line(l))
         .collect()
-}
-
-fn is_agent_line(l: &str) -> bool {
-    let Some(stamp) = l.strip_prefix('[').and_then(|r| r.split_once("] ")) else {
-        return false;
-    };
-    let frac = stamp.0.trim_start().split_once('.');
-    matches!(frac, Some((s, f)) if f.len() == 3
-        && s.bytes().all(|b| b.is_ascii_digit())
-        && f.bytes().all(|b| b.is_ascii_digit()))
-}
-
-#[test]
-fn agent_lines_are_told_from_kernel_lines() {
-    assert!(is_agent_line("[    4.264] eth0: address 10.0.2.15/24"));
-    assert!(is_agent_line("[12345.001] debug: eth0: DHCP discover"));
-    assert!(!is_agent_line(
-        "[    3.985835] 8021q: adding VLAN 0 to HW filter on device eth0"
-    ));
-    assert!(!is_agent_line(
-        "kiln-agent 0.1.0 started 1.265 s after kernel start"
-    ));
-    assert!(!is_agent_line("[ok] eth0"));
 }
 
 fn no_line_contains(g: &mut Guest, needle: &str) -> Result<()> {
