@@ -91,6 +91,25 @@ pub enum Event {
     Fatal { error: String, retry_in_s: u64 },
     /// Network bring-up and upkeep ([`crate::network`]).
     Network { detail: crate::network::NetEvent },
+    /// Waiting for an operator: the 6-character approval code to type into
+    /// `kilnctl machines approve`, shown big on displays and as a line on serial consoles.
+    ApprovalCode {
+        code: String,
+        expires_in_s: u64,
+        server: String,
+    },
+    /// Registered with the control plane (by bootstrap token or approved code).
+    Registered {
+        server: String,
+        machine_uuid: String,
+        /// `"token"` or `"approval code"`.
+        via: String,
+    },
+    /// An order from the control plane begins (`provision`, `boot_installed_system`,
+    /// `reboot`), with a one-line summary.
+    Order { kind: String, summary: String },
+    /// Provisioning progress ([`crate::provision`]).
+    Provision { detail: crate::provision::Event },
     /// Free text for things without a typed event yet.
     Message { level: Level, text: String },
 }
@@ -186,6 +205,25 @@ impl fmt::Display for Event {
                 write!(f, "FAILED: {error} (retrying in {retry_in_s} s)")
             }
             Event::Network { detail } => write!(f, "{detail}"),
+            Event::ApprovalCode {
+                code,
+                expires_in_s,
+                server,
+            } => write!(
+                f,
+                "approval code {code} (expires in {} min): approve with `kilnctl machines approve {code}` on {server}",
+                expires_in_s.div_ceil(60)
+            ),
+            Event::Registered {
+                server,
+                machine_uuid,
+                via,
+            } => write!(
+                f,
+                "registered with {server} as machine {machine_uuid} ({via})"
+            ),
+            Event::Order { kind, summary } => write!(f, "order {kind}: {summary}"),
+            Event::Provision { detail } => write!(f, "{detail}"),
             Event::Message { text, .. } => f.write_str(text),
         }
     }
