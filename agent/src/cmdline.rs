@@ -64,6 +64,10 @@ pub fn split(line: &str) -> Vec<Param> {
 pub struct Secret(String);
 
 impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+
     pub fn expose(&self) -> &str {
         &self.0
     }
@@ -103,6 +107,8 @@ pub struct Settings {
     pub ca_pin: Option<String>,
     /// `kiln.disk=`: root-device hints for provisioning.
     pub disk: Option<String>,
+    /// `kiln.insecure-registry=host:port[,...]`: registries spoken to over plain HTTP (labs).
+    pub insecure_registries: Vec<String>,
     /// `kiln.ifname=`: the NIC to use.
     pub ifname: Option<String>,
     /// `kiln.ntp=`: NTP servers, comma separated.
@@ -152,6 +158,7 @@ pub const KNOWN_KEYS: &[(&str, &str)] = &[
     ("kiln.token", "bootstrap token"),
     ("kiln.ca", "CA pin, sha256:<64 hex>"),
     ("kiln.disk", "root-device hints"),
+    ("kiln.insecure-registry", "plain-HTTP registries (labs)"),
     ("kiln.ifname", "network interface"),
     ("kiln.ntp", "NTP servers"),
     ("kiln.ui", "auto|plain"),
@@ -210,6 +217,12 @@ impl Settings {
             }
             "kiln.disk" => self.disk = Some(need(value)?),
             "kiln.ifname" => self.ifname = Some(need(value)?),
+            "kiln.insecure-registry" => self.insecure_registries.extend(
+                need(value)?
+                    .split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string),
+            ),
             "kiln.ntp" => {
                 self.ntp = need(value)?
                     .split(',')
@@ -308,7 +321,8 @@ mod tests {
         let pin = "AB".repeat(32);
         let parsed = Settings::parse(&format!(
             "console=ttyS0 kiln.url=https://cp.lab:8443/ kiln.token=eyJhbGc kiln.ca=sha256:{pin} \
-             kiln.disk=serial=S1,size>=10G kiln.ntp=a.ntp,b.ntp kiln.ui=plain kiln.poweroff"
+             kiln.disk=serial=S1,size>=10G kiln.ntp=a.ntp,b.ntp kiln.ui=plain kiln.poweroff \
+             kiln.insecure-registry=10.0.2.100:5000,r.lab:80"
         ));
         assert!(parsed.warnings.is_empty(), "{:?}", parsed.warnings);
         let s = parsed.settings;
@@ -317,6 +331,7 @@ mod tests {
         assert_eq!(s.ca_pin, Some(format!("sha256:{}", "ab".repeat(32))));
         assert_eq!(s.disk.as_deref(), Some("serial=S1,size>=10G"));
         assert_eq!(s.ntp, vec!["a.ntp", "b.ntp"]);
+        assert_eq!(s.insecure_registries, vec!["10.0.2.100:5000", "r.lab:80"]);
         assert_eq!(s.ui, UiMode::Plain);
         assert!(s.poweroff);
     }

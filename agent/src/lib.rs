@@ -11,9 +11,11 @@
 //! - [`ui`]: sinks that render events: plain lines now, the TUI later.
 //! - [`network`]: links, DHCP, static `ip=`, DNS, clock.
 //! - [`provision`]: the provisioning phases from OCI image to installed disk.
+//! - [`control`]: the control-plane protocol: registration, heartbeat, orders, run events.
 
 pub mod cmdline;
 pub mod console;
+pub mod control;
 pub mod events;
 pub mod init;
 pub mod mountinfo;
@@ -26,11 +28,13 @@ use std::process::ExitCode;
 /// The agent's version as printed in the banner.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
-const USAGE: &str = "usage: kiln-agent [version | cmdline [FILE] | provision ARGS...]
+const USAGE: &str =
+    "usage: kiln-agent [version | cmdline [FILE] | provision ARGS... | serve ARGS...]
   As PID 1 (the installer's /init) it takes no arguments and reads /proc/cmdline.
   version        print the version
   cmdline [FILE] parse a kernel command line (default /proc/cmdline) and print the settings
-  provision ...  run a provisioning order by hand (kiln-agent provision --help)";
+  provision ...  run a provisioning order by hand (kiln-agent provision --help)
+  serve ...      serve the control plane from an installed system (kiln-agent serve --help)";
 
 /// Entry point of the binary: PID 1 never returns; otherwise a small CLI.
 pub fn main() -> ExitCode {
@@ -65,6 +69,7 @@ fn cli(args: &[String]) -> anyhow::Result<()> {
             Ok(())
         }
         Some("provision") => provision::cli(&args[1..]),
+        Some("serve") => control::serve_cli(&args[1..]),
         _ => anyhow::bail!("{USAGE}"),
     }
 }

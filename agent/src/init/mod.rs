@@ -33,6 +33,9 @@ pub struct Context {
     pub consoles: Consoles,
     /// The network once up; kept across retries of [`work`] (its threads renew leases).
     pub network: std::sync::Mutex<Option<crate::network::Network>>,
+    /// Boots the installed system (kexec); [`crate::control::boot::NoKexec`] until the kexec
+    /// code is connected here.
+    pub boot: Arc<dyn crate::control::boot::BootInstalled>,
 }
 
 /// Runs PID 1. Never returns.
@@ -112,6 +115,7 @@ pub fn run() -> ! {
         cmdline,
         consoles,
         network: std::sync::Mutex::new(None),
+        boot: Arc::new(crate::control::boot::NoKexec),
     };
     supervise(&ctx)
 }
@@ -157,9 +161,9 @@ fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
         .unwrap_or_else(|| "panic".into())
 }
 
-/// The agent's work, in order: network, then (later issues) registration and
-/// provisioning. With `kiln.poweroff` (tests) it powers off once the steps ran, whatever
-/// their outcome, after reporting it.
+/// The agent's work, in order: network, then with `kiln.url=` the control plane
+/// ([`crate::control::installer`]: register, heartbeat, orders). With `kiln.poweroff`
+/// (tests) it powers off once the network step ran, whatever its outcome, after reporting it.
 fn work(ctx: &Context) -> anyhow::Result<()> {
     let net = network_up(ctx);
     if ctx.cmdline.settings.poweroff {
@@ -172,7 +176,12 @@ fn work(ctx: &Context) -> anyhow::Result<()> {
         let err = power::act(&ctx.reporter, PowerAction::Poweroff, "kiln.poweroff is set");
         return Err(err.into());
     }
-    net
+    net?;
+    crate::control::installer(
+        &ctx.cmdline.settings,
+        ctx.reporter.clone(),
+        ctx.boot.clone(),
+    )
 }
 
 /// Brings the network up once; later calls find it up.

@@ -331,8 +331,9 @@ pub fn cli(args: &[String]) -> Result<()> {
                 )?
                 .trim()
                 .to_string(),
+                ..AgentConfig::default()
             },
-            args: vec!["agent".into()],
+            args: vec!["serve".into()],
         }),
     };
     let tmp = std::env::temp_dir().join(format!("kiln-provision-{}", std::process::id()));

@@ -19,17 +19,46 @@ pub const AGENT_PATH: &str = "usr/local/sbin/kiln-agent";
 /// Where the config goes.
 pub const CONFIG_PATH: &str = "etc/kiln/agent.json";
 
-/// Config of the installed agent.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// Config of the installed agent: the one file contract between the installer (this
+/// phase), `install.sh` (served by the control plane) and `kiln-agent serve`, which reads it
+/// and writes the machine id and credential back after registering with `token`.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AgentConfig {
     /// Control-plane URL.
     pub url: String,
     /// SHA-256 pin of the control plane's CA certificate (hex), if any.
     pub ca_pin: Option<String>,
-    /// Machine id.
+    /// Machine id (empty until registered).
+    #[serde(default)]
     pub machine_id: String,
-    /// Machine credential (secret).
+    /// Machine credential (secret; empty until registered).
+    #[serde(default)]
     pub credential: String,
+    /// Bootstrap token (secret) for a first registration (`install.sh`); dropped once
+    /// registered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// Root-device hints for provisioning orders (`kiln.disk=` syntax).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk: Option<String>,
+    /// Registries spoken to over plain HTTP (labs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub insecure_registries: Vec<String>,
+}
+
+impl std::fmt::Debug for AgentConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let redact = |s: bool| if s { "<redacted>" } else { "<none>" };
+        f.debug_struct("AgentConfig")
+            .field("url", &self.url)
+            .field("ca_pin", &self.ca_pin)
+            .field("machine_id", &self.machine_id)
+            .field("credential", &redact(!self.credential.is_empty()))
+            .field("token", &redact(self.token.is_some()))
+            .field("disk", &self.disk)
+            .field("insecure_registries", &self.insecure_registries)
+            .finish()
+    }
 }
 
 /// What to inject.
@@ -174,8 +203,9 @@ mod tests {
                 ca_pin: Some("ab".repeat(32)),
                 machine_id: "m-1".into(),
                 credential: "s3cret".into(),
+                ..AgentConfig::default()
             },
-            args: vec!["agent".into()],
+            args: vec!["serve".into()],
         }
     }
 
@@ -254,12 +284,12 @@ mod tests {
                                 r.join("etc/systemd/system/kiln-agent.service"),
                             )
                             .unwrap();
-                            assert!(u.contains("ExecStart=/usr/local/sbin/kiln-agent agent"));
+                            assert!(u.contains("ExecStart=/usr/local/sbin/kiln-agent serve"));
                         }
                         Init::Busybox => {
                             let tab = std::fs::read_to_string(r.join("etc/inittab")).unwrap();
                             assert!(
-                                tab.contains("::respawn:/usr/local/sbin/kiln-agent agent\n"),
+                                tab.contains("::respawn:/usr/local/sbin/kiln-agent serve\n"),
                                 "{tab}"
                             );
                             // idempotent
@@ -271,7 +301,7 @@ mod tests {
                             let tab = std::fs::read_to_string(r.join("etc/inittab")).unwrap();
                             assert_eq!(
                                 tab,
-                                "id:3:initdefault:\nkiln:2345:respawn:/usr/local/sbin/kiln-agent agent\n"
+                                "id:3:initdefault:\nkiln:2345:respawn:/usr/local/sbin/kiln-agent serve\n"
                             );
                         }
                     }

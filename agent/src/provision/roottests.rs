@@ -201,8 +201,9 @@ fn root_provision_end_to_end_on_loop() {
                     machine_id: "m".into(),
                     credential: "c".into(),
                     ca_pin: None,
+                    ..Default::default()
                 },
-                args: vec!["agent".into()],
+                args: vec!["serve".into()],
             }),
             extra_args: vec!["console=ttyS0".into()],
             mountpoint: tmp.path().join("mnt"),

@@ -1,0 +1,262 @@
+//! One connection to the control plane: register (or reuse the saved identity), heartbeat
+//! on a thread at the interval the server asks for, long-poll for orders and carry them out
+//! one at a time. A `401` anywhere means the credential was revoked or rotated away: the
+//! identity is dropped and the agent registers again.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use anyhow::Result;
+use kiln_protocol::{Heartbeat, Order};
+use uuid::Uuid;
+
+use super::api::{Api, CallError, LONG_POLL_SECS};
+use super::boot::BootInstalled;
+use super::config::{Config, Identity};
+use super::provisioning::{self, RunOutcome};
+use super::register;
+use crate::events::{Event, Level, PowerAction, Reporter};
+
+/// Reboots the machine; returns only on failure.
+pub type Reboot = Arc<dyn Fn(&str) -> anyhow::Error + Send + Sync>;
+
+/// What the session may do to the machine, supplied by where it runs.
+pub struct Hooks {
+    /// kexec into the installed system (the seam to the kexec code).
+    pub boot: Arc<dyn BootInstalled>,
+    /// Reboot for `reboot` orders, and after provisioning when kexec fails (PID 1).
+    pub reboot: Reboot,
+    /// After a completed run: boot the installed system (PID 1) or go on serving (a daemon,
+    /// tests).
+    pub boot_after_provision: bool,
+    /// Pause between approval claims.
+    pub claim_poll: Duration,
+    /// Source of the inventory sent at registration.
+    pub inventory: Arc<dyn Fn() -> kiln_protocol::Inventory + Send + Sync>,
+    /// Return after this many orders were carried out (tests); `None`: serve forever.
+    pub max_orders: Option<usize>,
+}
+
+impl Hooks {
+    /// PID 1 of the installer: the init power path reboots.
+    pub fn installer(reporter: Arc<Reporter>, boot: Arc<dyn BootInstalled>) -> Hooks {
+        Hooks {
+            boot,
+            reboot: Arc::new(move |why| {
+                crate::init::power::act(&reporter, PowerAction::Reboot, why).into()
+            }),
+            boot_after_provision: true,
+            claim_poll: Duration::from_secs(3),
+            inventory: Arc::new(super::inventory::collect),
+            max_orders: None,
+        }
+    }
+
+    /// A daemon on an installed system: `reboot` orders run the system's `reboot`.
+    pub fn daemon(boot: Arc<dyn BootInstalled>) -> Hooks {
+        Hooks {
+            boot,
+            reboot: Arc::new(|why| match std::process::Command::new("reboot").status() {
+                Ok(s) if s.success() => {
+                    std::thread::sleep(Duration::from_secs(300));
+                    anyhow::anyhow!("reboot ({why}) did not happen within 5 minutes")
+                }
+                Ok(s) => anyhow::anyhow!("reboot ({why}): the reboot command failed: {s}"),
+                Err(e) => anyhow::anyhow!("reboot ({why}): running reboot: {e}"),
+            }),
+            boot_after_provision: false,
+            claim_poll: Duration::from_secs(3),
+            inventory: Arc::new(super::inventory::collect),
+            max_orders: None,
+        }
+    }
+}
+
+/// Serves the control plane until an error other than a refused credential.
+pub fn serve(
+    cfg: &mut Config,
+    api: Arc<dyn Api>,
+    reporter: Arc<Reporter>,
+    hooks: &Hooks,
+) -> Result<()> {
+    let mut done = 0usize;
+    loop {
+        let id = register::ensure(
+            cfg,
+            api.as_ref(),
+            &reporter,
+            hooks.inventory.as_ref(),
+            hooks.claim_poll,
+        )?;
+        let _heartbeat = Heartbeats::start(api.clone(), id.clone(), cfg, reporter.clone());
+        match orders(cfg, &id, api.clone(), reporter.clone(), hooks, &mut done) {
+            Ok(()) => return Ok(()),
+            Err(e)
+                if e.downcast_ref::<CallError>()
+                    .is_some_and(CallError::is_unauthorized) =>
+            {
+                reporter.emit(Event::Message {
+                    level: Level::Warn,
+                    text: format!("{e:#}; registering again"),
+                });
+                cfg.identity = None;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Heartbeats from a thread; stops when dropped.
+struct Heartbeats {
+    stop: Option<mpsc::Sender<()>>,
+}
+
+impl Heartbeats {
+    fn start(api: Arc<dyn Api>, id: Identity, cfg: &Config, reporter: Arc<Reporter>) -> Self {
+        let (tx, rx) = mpsc::channel::<()>();
+        let hb = Heartbeat {
+            environment: cfg.environment,
+            agent_version: Some(crate::VERSION.into()),
+        };
+        let _ = std::thread::Builder::new()
+            .name("heartbeat".into())
+            .spawn(move || {
+                loop {
+                    let pause = match api.heartbeat(&id, &hb) {
+                        Ok(r) => Duration::from_secs(r.interval_secs.clamp(1, 3600)),
+                        // The orders loop sees the 401 too and registers again.
+                        Err(e) if e.is_unauthorized() => return,
+                        Err(e) => {
+                            reporter.emit(Event::Message {
+                                level: Level::Warn,
+                                text: format!("heartbeat: {e}"),
+                            });
+                            Duration::from_secs(10)
+                        }
+                    };
+                    if !matches!(rx.recv_timeout(pause), Err(mpsc::RecvTimeoutError::Timeout)) {
+                        return;
+                    }
+                }
+            });
+        Heartbeats { stop: Some(tx) }
+    }
+}
+
+impl Drop for Heartbeats {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+    }
+}
+
+fn order_summary(o: &Order) -> (&'static str, String) {
+    match o {
+        Order::Provision(p) => (
+            "provision",
+            format!(
+                "run {} image {} ({})",
+                p.run_id,
+                p.image.name,
+                p.image.oci_url.as_deref().unwrap_or("no OCI reference")
+            ),
+        ),
+        Order::BootInstalledSystem { action_id } => {
+            ("boot_installed_system", format!("action {action_id}"))
+        }
+        Order::Reboot { action_id } => ("reboot", format!("action {action_id}")),
+    }
+}
+
+fn orders(
+    cfg: &Config,
+    id: &Identity,
+    api: Arc<dyn Api>,
+    reporter: Arc<Reporter>,
+    hooks: &Hooks,
+    done: &mut usize,
+) -> Result<()> {
+    let mut after = None;
+    // Actions this agent could not carry out: left pending, not retried every poll.
+    let mut refused: HashSet<Uuid> = HashSet::new();
+    loop {
+        if hooks.max_orders.is_some_and(|m| *done >= m) {
+            return Ok(());
+        }
+        let resp = api.orders(id, after, LONG_POLL_SECS)?;
+        after = Some(resp.version);
+        let Some(order) = resp.order else {
+            continue;
+        };
+        if let Order::BootInstalledSystem { action_id } | Order::Reboot { action_id } = &order
+            && refused.contains(action_id)
+        {
+            continue;
+        }
+        let (kind, summary) = order_summary(&order);
+        reporter.emit(Event::Order {
+            kind: kind.into(),
+            summary,
+        });
+        match order {
+            Order::Provision(p) => {
+                let outcome = provisioning::run(&p, cfg, id, api.clone(), reporter.clone())?;
+                *done += 1;
+                match outcome {
+                    RunOutcome::Failed(error) => reporter.emit(Event::Message {
+                        level: Level::Error,
+                        text: format!("provisioning run {} failed: {error}", p.run_id),
+                    }),
+                    RunOutcome::Completed(plan) => {
+                        reporter.emit(Event::info(format!(
+                            "provisioning run {} completed; installed kernel {}",
+                            p.run_id,
+                            plan.kernel.display()
+                        )));
+                        if hooks.boot_after_provision {
+                            let e = hooks.boot.boot(Some(&plan), &mut || {});
+                            reporter.emit(Event::Message {
+                                level: Level::Warn,
+                                text: format!("{e:#}; rebooting instead"),
+                            });
+                            return Err((hooks.reboot)("provisioning completed"));
+                        }
+                    }
+                }
+            }
+            Order::BootInstalledSystem { action_id } => {
+                let mut acked = None;
+                let e = hooks.boot.boot(None, &mut || {
+                    acked = Some(api.ack_action(id, action_id));
+                });
+                *done += 1;
+                let text = match acked {
+                    Some(r) => {
+                        r?;
+                        format!(
+                            "boot_installed_system (action {action_id}) failed after it was acknowledged: {e:#}"
+                        )
+                    }
+                    None => {
+                        refused.insert(action_id);
+                        format!(
+                            "boot_installed_system (action {action_id}) failed: {e:#}; the action stays pending"
+                        )
+                    }
+                };
+                reporter.emit(Event::Message {
+                    level: Level::Error,
+                    text,
+                });
+            }
+            Order::Reboot { action_id } => {
+                // Acknowledged first: a rebooted agent cannot acknowledge afterwards.
+                api.ack_action(id, action_id)?;
+                *done += 1;
+                let e = (hooks.reboot)(&format!("reboot order {action_id}"));
+                return Err(e);
+            }
+        }
+    }
+}
