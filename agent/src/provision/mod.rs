@@ -31,7 +31,7 @@ pub mod layout;
 pub mod root;
 pub mod rootfs;
 #[cfg(test)]
-mod roottests;
+pub(crate) mod roottests;
 pub mod run;
 pub mod select;
 pub mod source;

@@ -22,12 +22,12 @@ use super::rootfs::{FsSpec, FsType};
 use super::*;
 
 /// Root tests share loop devices and mounts: run them one at a time.
-fn serial() -> std::sync::MutexGuard<'static, ()> {
+pub(crate) fn serial() -> std::sync::MutexGuard<'static, ()> {
     static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn sh(cmd: &str, args: &[&str]) -> String {
+pub(crate) fn sh(cmd: &str, args: &[&str]) -> String {
     let o = Command::new(cmd)
         .args(args)
         .output()
@@ -41,14 +41,14 @@ fn sh(cmd: &str, args: &[&str]) -> String {
 }
 
 /// A loop device over a sparse file; detached (and unmounted) on drop.
-struct Loop {
-    dev: PathBuf,
+pub(crate) struct Loop {
+    pub(crate) dev: PathBuf,
     _file: tempfile::NamedTempFile,
     mounts: Vec<PathBuf>,
 }
 
 impl Loop {
-    fn new(size: u64) -> Loop {
+    pub(crate) fn new(size: u64) -> Loop {
         let f = tempfile::NamedTempFile::new_in("/var/tmp").unwrap();
         f.as_file().set_len(size).unwrap();
         let dev = sh(
@@ -61,10 +61,10 @@ impl Loop {
             mounts: Vec::new(),
         }
     }
-    fn name(&self) -> String {
+    pub(crate) fn name(&self) -> String {
         self.dev.file_name().unwrap().to_string_lossy().into_owned()
     }
-    fn read_at(&self, off: u64, len: usize) -> Vec<u8> {
+    pub(crate) fn read_at(&self, off: u64, len: usize) -> Vec<u8> {
         use std::os::unix::fs::FileExt;
         let mut v = vec![0u8; len];
         fs::File::open(&self.dev)
@@ -122,7 +122,7 @@ fn image_with_ext4(size: u64) -> Vec<u8> {
     img
 }
 
-fn layers_for_boot() -> Vec<Vec<u8>> {
+pub(crate) fn layers_for_boot() -> Vec<Vec<u8>> {
     vec![
         Layer::new()
             .dir("boot/", 0o755)
@@ -141,7 +141,7 @@ fn layers_for_boot() -> Vec<Vec<u8>> {
     ]
 }
 
-fn check_grown(dev: &Path, disk_size: u64) -> gptman::GPT {
+pub(crate) fn check_grown(dev: &Path, disk_size: u64) -> gptman::GPT {
     let mut f = fs::File::open(dev).unwrap();
     let gpt = gptman::GPT::find_from(&mut f).unwrap();
     assert_eq!(
@@ -777,7 +777,7 @@ fn root_cli_hand_run_on_loop() {
 
 // kiln-oci's registry harness (a real docker-registry in a temp dir), included as it is.
 #[path = "../../../oci/tests/common/mod.rs"]
-mod registry;
+pub(crate) mod registry;
 
 #[test]
 #[ignore = "root: loop devices, mkfs, mount, docker-registry"]
