@@ -117,7 +117,8 @@ const INSTALL_SH: &str = r#"#!/bin/sh
 # Kiln agent installer for an already running Linux:
 #   curl -sfL @KILN_SERVER@/install.sh | KILN_TOKEN=... bash -
 # Fetches the server CA, checks it against the pin baked in below, downloads kiln-agent over
-# TLS verified by that CA, writes /etc/kiln/agent.env and starts the agent.
+# TLS verified by that CA, writes /etc/kiln/agent.json and starts `kiln-agent serve`, which
+# registers with the token and writes its machine id and credential back into that file.
 set -eu
 KILN_SERVER="@KILN_SERVER@"
 KILN_CA_SHA256="@KILN_CA_SHA256@"
@@ -125,6 +126,11 @@ if [ -z "${KILN_TOKEN:-}" ]; then
     echo "install.sh: set KILN_TOKEN to a bootstrap token (kilnctl token create)" >&2
     exit 1
 fi
+case "$KILN_TOKEN" in
+    *[!A-Za-z0-9._-]*)
+        echo "install.sh: KILN_TOKEN is not a bootstrap token (expected base64url and dots)" >&2
+        exit 1 ;;
+esac
 if [ "$(id -u)" != 0 ]; then
     echo "install.sh: run as root" >&2
     exit 1
@@ -141,14 +147,14 @@ if [ "$got" != "$KILN_CA_SHA256" ]; then
 fi
 curl -sf --cacert "$tmp/ca.pem" "$KILN_SERVER/artifacts/kiln-agent" -o "$tmp/kiln-agent"
 install -d -m 0700 /etc/kiln
-install -m 0755 "$tmp/kiln-agent" /usr/local/bin/kiln-agent
+install -m 0755 "$tmp/kiln-agent" /usr/local/sbin/kiln-agent
 install -m 0644 "$tmp/ca.pem" /etc/kiln/ca.pem
 umask 077
-cat > /etc/kiln/agent.env <<KILN_ENV
-KILN_SERVER=$KILN_SERVER
-KILN_CA_SHA256=$KILN_CA_SHA256
-KILN_TOKEN=$KILN_TOKEN
-KILN_ENV
+# The agent's config (docs/protocol.md, "Agent config"); the same file the installer
+# injects into systems it provisions.
+cat > /etc/kiln/agent.json <<KILN_CONFIG
+{"url": "$KILN_SERVER", "ca_pin": "$KILN_CA_SHA256", "token": "$KILN_TOKEN"}
+KILN_CONFIG
 if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
     cat > /etc/systemd/system/kiln-agent.service <<'KILN_UNIT'
 [Unit]
@@ -157,8 +163,7 @@ After=network-online.target
 Wants=network-online.target
 
 [Service]
-EnvironmentFile=/etc/kiln/agent.env
-ExecStart=/usr/local/bin/kiln-agent
+ExecStart=/usr/local/sbin/kiln-agent serve
 Restart=always
 RestartSec=5
 
@@ -169,7 +174,7 @@ KILN_UNIT
     systemctl enable --now kiln-agent.service
     echo "kiln-agent installed and started (systemctl status kiln-agent)"
 else
-    nohup /usr/local/bin/kiln-agent >/var/log/kiln-agent.log 2>&1 &
+    nohup /usr/local/sbin/kiln-agent serve >/var/log/kiln-agent.log 2>&1 &
     echo "kiln-agent installed and started (log: /var/log/kiln-agent.log)"
 fi
 "#;
@@ -183,6 +188,8 @@ mod tests {
         let text = render_install_sh("https://kiln.example:8443", &"ab".repeat(32));
         assert!(!text.contains("@KILN_"));
         assert!(text.contains("KILN_SERVER=\"https://kiln.example:8443\""));
+        assert!(text.contains("/etc/kiln/agent.json") && !text.contains("agent.env"));
+        assert!(text.contains("ExecStart=/usr/local/sbin/kiln-agent serve"));
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("install.sh");
         std::fs::write(&path, &text).unwrap();
@@ -192,6 +199,30 @@ mod tests {
             .status()
             .unwrap();
         assert!(status.success(), "install.sh has a syntax error");
+    }
+
+    #[test]
+    fn install_sh_writes_the_agent_config_as_json() {
+        // The agent reads /etc/kiln/agent.json (kiln-agent's control::config::Config::from_file):
+        // url, ca_pin and token, as the shell expands them.
+        let pin = "ab".repeat(32);
+        let text = render_install_sh("https://kiln.example:8443", &pin);
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("{\"url\""))
+            .expect("the config line");
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "KILN_SERVER=https://kiln.example:8443 KILN_CA_SHA256={pin} KILN_TOKEN=eyJ.a-b_c\n\
+                 cat <<KILN_CONFIG\n{line}\nKILN_CONFIG\n"
+            ))
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["url"], "https://kiln.example:8443");
+        assert_eq!(v["ca_pin"], pin);
+        assert_eq!(v["token"], "eyJ.a-b_c");
     }
 
     #[test]
