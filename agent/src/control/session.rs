@@ -260,3 +260,181 @@ fn orders(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cmdline::Secret;
+    use crate::control::boot::NoKexec;
+    use crate::control::uplink::tests::unscripted;
+    use crate::events::tests::Collect;
+    use kiln_protocol::{
+        ClaimRequest, ClaimResponse, EventAck, EventBatch, HeartbeatResponse, OrdersResponse,
+        RegisterRequest, RegisterResponse,
+    };
+    use std::sync::Mutex;
+
+    /// A control plane answering orders from a script and logging every call in order.
+    #[derive(Default)]
+    struct Fake {
+        orders: Mutex<Vec<Result<OrdersResponse, CallError>>>,
+        calls: Mutex<Vec<String>>,
+        registrations: Mutex<u32>,
+    }
+
+    impl Fake {
+        fn log(&self, s: String) {
+            self.calls.lock().unwrap().push(s);
+        }
+    }
+
+    impl Api for Fake {
+        fn register(&self, _: &RegisterRequest) -> Result<RegisterResponse, CallError> {
+            let mut n = self.registrations.lock().unwrap();
+            *n += 1;
+            self.log(format!("register {n}"));
+            Ok(RegisterResponse::Approved {
+                machine_uuid: Uuid::from_u128(u128::from(*n)),
+                credential: format!("kmc_{n}"),
+            })
+        }
+        fn claim(&self, _: &ClaimRequest) -> Result<ClaimResponse, CallError> {
+            unscripted()
+        }
+        fn heartbeat(&self, _: &Identity, _: &Heartbeat) -> Result<HeartbeatResponse, CallError> {
+            Ok(HeartbeatResponse {
+                interval_secs: 3600,
+            })
+        }
+        fn orders(
+            &self,
+            id: &Identity,
+            after: Option<u64>,
+            _: u64,
+        ) -> Result<OrdersResponse, CallError> {
+            self.log(format!("orders {} after {after:?}", id.credential.expose()));
+            let mut o = self.orders.lock().unwrap();
+            if o.is_empty() {
+                return unscripted();
+            }
+            o.remove(0)
+        }
+        fn post_events(
+            &self,
+            _: &Identity,
+            _: Uuid,
+            _: &EventBatch,
+        ) -> Result<EventAck, CallError> {
+            unscripted()
+        }
+        fn ack_action(&self, _: &Identity, action: Uuid) -> Result<(), CallError> {
+            self.log(format!("ack {action}"));
+            Ok(())
+        }
+    }
+
+    fn resp(version: u64, order: Option<Order>) -> Result<OrdersResponse, CallError> {
+        Ok(OrdersResponse { version, order })
+    }
+
+    type Setup = (Config, Hooks, Arc<Reporter>, Collect, tempfile::TempDir);
+
+    fn setup(fake: Arc<Fake>, max_orders: usize) -> Setup {
+        let t = tempfile::tempdir().unwrap();
+        let s = crate::cmdline::Settings::parse("kiln.url=http://cp:8080 kiln.token=T").settings;
+        let cfg = Config::from_cmdline(&s, t.path(), None).unwrap().unwrap();
+        let f = fake.clone();
+        let hooks = Hooks {
+            boot: Arc::new(NoKexec),
+            reboot: Arc::new(move |why| {
+                f.log(format!("reboot: {why}"));
+                anyhow::anyhow!("test reboot refused")
+            }),
+            boot_after_provision: false,
+            claim_poll: Duration::from_millis(1),
+            inventory: Arc::new(kiln_protocol::Inventory::default),
+            max_orders: Some(max_orders),
+        };
+        let r = Arc::new(Reporter::new());
+        let c = Collect::default();
+        r.add_sink(Box::new(c.clone()));
+        (cfg, hooks, r, c, t)
+    }
+
+    #[test]
+    fn actions_are_acked_before_they_run_and_unbootable_ones_stay_pending() {
+        let fake = Arc::new(Fake::default());
+        let boot = Uuid::from_u128(0xb0);
+        let reboot = Uuid::from_u128(0x4e);
+        fake.orders.lock().unwrap().extend([
+            resp(1, None),
+            resp(2, Some(Order::BootInstalledSystem { action_id: boot })),
+            // The same action again (still pending): not retried.
+            resp(2, Some(Order::BootInstalledSystem { action_id: boot })),
+            resp(3, Some(Order::Reboot { action_id: reboot })),
+        ]);
+        let (mut cfg, hooks, r, c, _t) = setup(fake.clone(), 5);
+        let e = serve(&mut cfg, fake.clone(), r, &hooks).unwrap_err();
+        assert!(e.to_string().contains("test reboot refused"), "{e}");
+        assert_eq!(
+            *fake.calls.lock().unwrap(),
+            [
+                "register 1".to_string(),
+                "orders kmc_1 after None".into(),
+                "orders kmc_1 after Some(1)".into(),
+                "orders kmc_1 after Some(2)".into(),
+                "orders kmc_1 after Some(2)".into(),
+                format!("ack {reboot}"),
+                format!("reboot: reboot order {reboot}"),
+            ]
+        );
+        let text: String =
+            c.0.lock()
+                .unwrap()
+                .iter()
+                .map(|r| format!("{}\n", r.event))
+                .collect();
+        assert!(
+            text.contains("kexec not available in this build") && text.contains("stays pending"),
+            "{text}"
+        );
+        assert_eq!(
+            text.matches("order boot_installed_system").count(),
+            1,
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn unauthorized_registers_again() {
+        let fake = Arc::new(Fake::default());
+        fake.orders.lock().unwrap().extend([
+            Err(CallError::Unauthorized {
+                what: "orders".into(),
+                message: "machine credential revoked".into(),
+            }),
+            resp(
+                1,
+                Some(Order::Reboot {
+                    action_id: Uuid::nil(),
+                }),
+            ),
+        ]);
+        let (mut cfg, hooks, r, _, _t) = setup(fake.clone(), 1);
+        cfg.identity = Some(Identity {
+            machine_uuid: Uuid::nil(),
+            credential: Secret::new("kmc_old"),
+        });
+        assert!(serve(&mut cfg, fake.clone(), r, &hooks).is_err());
+        let calls = fake.calls.lock().unwrap().clone();
+        assert_eq!(
+            &calls[..3],
+            [
+                "orders kmc_old after None",
+                "register 1",
+                "orders kmc_1 after None"
+            ]
+        );
+        assert_eq!(cfg.identity.unwrap().credential.expose(), "kmc_1");
+    }
+}
