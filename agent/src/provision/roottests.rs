@@ -12,14 +12,13 @@ use std::process::Command;
 
 use sha2::{Digest, Sha256};
 
-use super::compress::Compression;
-use super::compress::tests::compress;
 use super::events::no_progress;
 use super::extract::tests::Layer;
 use super::gpt::testimg;
 use super::layout::Verified;
 use super::rootfs::{FsSpec, FsType};
 use super::*;
+use kiln_oci::compression::{Compression, compress};
 
 /// Root tests share loop devices and mounts: run them one at a time.
 fn serial() -> std::sync::MutexGuard<'static, ()> {
