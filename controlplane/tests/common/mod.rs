@@ -69,10 +69,19 @@ pub struct Resp {
 
 impl Harness {
     pub async fn new(database_url: Option<String>) -> Harness {
+        Self::with_config(database_url, |_| {}).await
+    }
+
+    /// A server whose configuration `tweak` adjusts first (e.g. lower rate limits).
+    pub async fn with_config(
+        database_url: Option<String>,
+        tweak: impl FnOnce(&mut ServerConfig),
+    ) -> Harness {
         logs();
         let dir = tempfile::tempdir().unwrap();
         let mut cfg = ServerConfig::for_data_dir(dir.path().join("data"));
         cfg.database_url = database_url;
+        tweak(&mut cfg);
         let catalog = dir.path().join("catalog.json");
         std::fs::write(
             &catalog,
@@ -109,7 +118,23 @@ impl Harness {
         key: Option<&str>,
         body: Option<Value>,
     ) -> Resp {
-        let mut req = Request::builder().method(method).uri(path);
+        self.call_from("127.0.0.1", method, path, key, body).await
+    }
+
+    /// [`Harness::call`] from a client at `ip` (as the TLS listener reports the TCP peer).
+    pub async fn call_from(
+        &self,
+        ip: &str,
+        method: Method,
+        path: &str,
+        key: Option<&str>,
+        body: Option<Value>,
+    ) -> Resp {
+        let peer = std::net::SocketAddr::new(ip.parse().unwrap(), 40000);
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .extension(axum::extract::ConnectInfo(peer));
         if let Some(k) = key {
             req = req.header("authorization", format!("Bearer {k}"));
         }
