@@ -326,14 +326,17 @@ const INSTALL_SH: &str = r#"#!/bin/sh
 #   curl -sfL @KILN_SERVER@/install.sh | KILN_TOKEN=... bash -
 # Fetches the server CA, checks it against the pin baked in below, downloads kiln-agent over
 # TLS verified by that CA, writes /etc/kiln/agent.env and starts the agent.
+# KILN_ROOT=/some/dir installs under that directory instead of / and starts nothing (for
+# image builds and tests; root is then not required).
 set -eu
 KILN_SERVER="@KILN_SERVER@"
 KILN_CA_SHA256="@KILN_CA_SHA256@"
+root=${KILN_ROOT:-}
 if [ -z "${KILN_TOKEN:-}" ]; then
     echo "install.sh: set KILN_TOKEN to a bootstrap token (kilnctl token create)" >&2
     exit 1
 fi
-if [ "$(id -u)" != 0 ]; then
+if [ -z "$root" ] && [ "$(id -u)" != 0 ]; then
     echo "install.sh: run as root" >&2
     exit 1
 fi
@@ -348,16 +351,19 @@ if [ "$got" != "$KILN_CA_SHA256" ]; then
     exit 1
 fi
 curl -sf --cacert "$tmp/ca.pem" "$KILN_SERVER/artifacts/kiln-agent" -o "$tmp/kiln-agent"
-install -d -m 0700 /etc/kiln
-install -m 0755 "$tmp/kiln-agent" /usr/local/bin/kiln-agent
-install -m 0644 "$tmp/ca.pem" /etc/kiln/ca.pem
+install -d -m 0700 "$root/etc/kiln"
+install -d "$root/usr/local/bin"
+install -m 0755 "$tmp/kiln-agent" "$root/usr/local/bin/kiln-agent"
+install -m 0644 "$tmp/ca.pem" "$root/etc/kiln/ca.pem"
 umask 077
-cat > /etc/kiln/agent.env <<KILN_ENV
+cat > "$root/etc/kiln/agent.env" <<KILN_ENV
 KILN_SERVER=$KILN_SERVER
 KILN_CA_SHA256=$KILN_CA_SHA256
 KILN_TOKEN=$KILN_TOKEN
 KILN_ENV
-if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+if [ -n "$root" ]; then
+    echo "kiln-agent installed under $root (not started)"
+elif command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
     cat > /etc/systemd/system/kiln-agent.service <<'KILN_UNIT'
 [Unit]
 Description=Kiln agent
