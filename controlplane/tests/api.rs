@@ -1082,7 +1082,7 @@ async fn case_server_endpoints(h: &Harness) {
         expect(&r, 404)["error"]
             .as_str()
             .unwrap()
-            .contains("scripts/build-kernel")
+            .contains("scripts/build-installer, then copy out/kiln-installer.vmlinuz")
     );
     std::fs::create_dir_all(&h.cfg.artifacts_dir).unwrap();
     std::fs::write(h.cfg.artifacts_dir.join("kiln-agent"), b"\x7fELF-agent").unwrap();

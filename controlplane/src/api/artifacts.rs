@@ -23,7 +23,7 @@ pub const ARTIFACTS: [(&str, &str, &str); 3] = [
     (
         "vmlinuz",
         "application/octet-stream",
-        "scripts/build-kernel",
+        "scripts/build-installer",
     ),
     (
         "kiln-agent",
