@@ -119,16 +119,7 @@ impl Client {
             .await
             .with_context(|| format!("reading the answer to {method} {path}"))?;
         if !status.is_success() {
-            let message = serde_json::from_slice::<kiln_protocol::ErrorBody>(&bytes)
-                .map(|e| e.error)
-                .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned());
-            return Err(ApiFailure {
-                method,
-                path: path.to_string(),
-                status,
-                message,
-            }
-            .into());
+            return Err(failure(method, path, status, &bytes).into());
         }
         if bytes.is_empty() {
             return Ok(Value::Null);
@@ -152,14 +143,96 @@ impl Client {
         self.call(Method::GET, path, None::<&Value>).await
     }
 
+    /// Downloads `path` into the file `dest`: written next to it, renamed when complete.
+    /// Returns the number of bytes.
+    pub async fn download(&self, path: &str, dest: &std::path::Path) -> Result<u64> {
+        use tokio::io::AsyncWriteExt;
+        let mut req = self.http.get(format!("{}{path}", self.base));
+        if let Some(b) = &self.bearer {
+            req = req.bearer_auth(b);
+        }
+        let mut resp = req
+            .send()
+            .await
+            .with_context(|| format!("GET {}{path}", self.base))?;
+        let status = resp.status();
+        if !status.is_success() {
+            let bytes = resp.bytes().await.unwrap_or_default();
+            return Err(failure(Method::GET, path, status, &bytes).into());
+        }
+        let name = dest
+            .file_name()
+            .with_context(|| format!("{} is not a file name", dest.display()))?;
+        let mut part_name = name.to_os_string();
+        part_name.push(".part");
+        let part = dest.with_file_name(part_name);
+        // Read before the body: reqwest's value shrinks as the body is consumed.
+        let announced = resp.content_length();
+        let written = async {
+            let mut f = tokio::fs::File::create(&part)
+                .await
+                .with_context(|| format!("creating {}", part.display()))?;
+            let mut n = 0u64;
+            while let Some(chunk) = resp
+                .chunk()
+                .await
+                .with_context(|| format!("downloading {path}"))?
+            {
+                f.write_all(&chunk)
+                    .await
+                    .with_context(|| format!("writing {}", part.display()))?;
+                n += chunk.len() as u64;
+            }
+            f.sync_all().await?;
+            if let Some(want) = announced
+                && want != n
+            {
+                bail!("{path}: got {n} bytes, the server announced {want}");
+            }
+            Ok(n)
+        }
+        .await;
+        let n = match written {
+            Ok(n) => n,
+            Err(e) => {
+                let _ = tokio::fs::remove_file(&part).await;
+                return Err(e);
+            }
+        };
+        tokio::fs::rename(&part, dest)
+            .await
+            .with_context(|| format!("renaming {} to {}", part.display(), dest.display()))?;
+        Ok(n)
+    }
+
     /// Downloads a text resource (e.g. `/metrics`).
     pub async fn text(&self, path: &str) -> Result<String> {
-        let resp = self
-            .http
-            .get(format!("{}{path}", self.base))
+        let mut req = self.http.get(format!("{}{path}", self.base));
+        if let Some(b) = &self.bearer {
+            req = req.bearer_auth(b);
+        }
+        let resp = req
             .send()
-            .await?
-            .error_for_status()?;
-        Ok(resp.text().await?)
+            .await
+            .with_context(|| format!("GET {}{path}", self.base))?;
+        let status = resp.status();
+        let bytes = resp.bytes().await?;
+        if !status.is_success() {
+            return Err(failure(Method::GET, path, status, &bytes).into());
+        }
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+}
+
+/// The error of a non-2xx answer, with the server's message.
+fn failure(method: Method, path: &str, status: StatusCode, body: &[u8]) -> ApiFailure {
+    let message = serde_json::from_slice::<kiln_protocol::ErrorBody>(body)
+        .map(|e| e.error)
+        .unwrap_or_else(|_| String::from_utf8_lossy(body).into_owned());
+    ApiFailure {
+        method,
+        path: path.to_string(),
+        status,
+        message,
     }
 }

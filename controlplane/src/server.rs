@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tower::ServiceExt;
 
 /// Everything `kiln-server` is configured with.
 #[derive(Debug, Clone)]
@@ -38,6 +39,7 @@ pub struct ServerConfig {
     pub admin_account: String,
     pub heartbeat_secs: u64,
     pub approval_code_secs: i64,
+    pub rate_limits: crate::ratelimit::RateLimits,
 }
 
 impl ServerConfig {
@@ -57,6 +59,7 @@ impl ServerConfig {
             admin_account: "admin".into(),
             heartbeat_secs: 30,
             approval_code_secs: 15 * 60,
+            rate_limits: Default::default(),
         }
     }
 }
@@ -106,6 +109,7 @@ pub async fn prepare(cfg: &ServerConfig) -> Result<Prepared> {
         artifacts_dir: cfg.artifacts_dir.clone(),
         heartbeat_secs: cfg.heartbeat_secs,
         approval_code_secs: cfg.approval_code_secs,
+        rate_limits: cfg.rate_limits,
     };
     let state = Arc::new(AppState::new(db, master, settings, rx));
     state.tokens.ensure_key(&state.db).await?;
@@ -165,6 +169,11 @@ pub async fn serve(
                             return;
                         }
                     };
+                    // Handlers see the peer address (per-IP rate limits) as axum's ConnectInfo.
+                    let router = router.map_request(move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                        req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+                        req
+                    });
                     let service = TowerToHyperService::new(router);
                     let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
                     let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service).into_owned();

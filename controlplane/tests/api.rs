@@ -1082,7 +1082,7 @@ async fn case_server_endpoints(h: &Harness) {
         expect(&r, 404)["error"]
             .as_str()
             .unwrap()
-            .contains("scripts/build-kernel")
+            .contains("scripts/build-installer, then copy out/kiln-installer.vmlinuz")
     );
     std::fs::create_dir_all(&h.cfg.artifacts_dir).unwrap();
     std::fs::write(h.cfg.artifacts_dir.join("kiln-agent"), b"\x7fELF-agent").unwrap();
@@ -1111,6 +1111,291 @@ async fn case_server_endpoints(h: &Harness) {
     assert_eq!(resp.status().as_u16(), 426);
 }
 
+/// A synthetic ISO template: noise around a grub.cfg line ending in `count` placeholders.
+fn synthetic_template(count: usize) -> (Vec<u8>, usize) {
+    use kiln_controlplane::iso::{PLACEHOLDER_LEN, TAIL};
+    let mut t: Vec<u8> = (0..150_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    t.extend_from_slice(b"  linux /kiln/vmlinuz console=ttyS0,115200 ");
+    let at = t.len();
+    for _ in 0..count {
+        let mut p = format!("#KILN-PARAMS:{PLACEHOLDER_LEN}:").into_bytes();
+        p.resize(PLACEHOLDER_LEN - TAIL.len(), b' ');
+        p.extend_from_slice(TAIL);
+        t.extend_from_slice(&p);
+        t.push(b'\n');
+    }
+    t.extend((0..50_000u32).map(|i| (i * 13 % 253) as u8));
+    (t, at)
+}
+
+async fn get_bytes(h: &Harness, path: &str, key: Option<&str>) -> (u16, Vec<u8>, String) {
+    let mut req = axum::http::Request::get(path);
+    if let Some(k) = key {
+        req = req.header("authorization", format!("Bearer {k}"));
+    }
+    use tower::ServiceExt;
+    let resp = h
+        .router
+        .clone()
+        .oneshot(req.body(axum::body::Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let bytes = axum::body::to_bytes(resp.into_body(), 64 << 20)
+        .await
+        .unwrap()
+        .to_vec();
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    (status, bytes, text)
+}
+
+async fn case_installer_iso(h: &Harness) {
+    use kiln_controlplane::iso::PLACEHOLDER_LEN;
+    let url = h.state.settings.public_url.clone();
+    let pin = h.state.settings.ca_sha256.clone();
+    let (status, _, text) = get_bytes(h, "/artifacts/kiln.iso", None).await;
+    assert_eq!(status, 404, "{text}");
+    assert!(text.contains("scripts/build-iso --template"), "{text}");
+
+    std::fs::create_dir_all(&h.cfg.artifacts_dir).unwrap();
+    let iso_path = h.cfg.artifacts_dir.join("kiln.iso");
+    let (template, at) = synthetic_template(1);
+    std::fs::write(&iso_path, &template).unwrap();
+    let baked_text = format!("kiln.url={url} kiln.ca=sha256:{pin}");
+    for path in ["/artifacts/kiln.iso", "/api/installer/iso"] {
+        let (status, iso, text) = get_bytes(h, path, None).await;
+        assert_eq!(status, 200, "{path}: {text}");
+        assert_eq!(iso.len(), template.len(), "{path}");
+        assert_eq!(&iso[..at], &template[..at], "{path}");
+        assert_eq!(
+            &iso[at + PLACEHOLDER_LEN..],
+            &template[at + PLACEHOLDER_LEN..],
+            "{path}"
+        );
+        let baked = std::str::from_utf8(&iso[at..at + PLACEHOLDER_LEN]).unwrap();
+        assert_eq!(baked.trim_end(), baked_text, "{path}");
+    }
+
+    // A bootstrap token needs an API key; its lifetime is the one asked for.
+    let (status, _, text) = get_bytes(h, "/api/installer/iso?token_ttl=7d", None).await;
+    assert_eq!(status, 401, "{text}");
+    assert!(text.contains("API key"), "{text}");
+    let (status, _, text) = get_bytes(h, "/api/installer/iso?token_ttl=2d", Some(&h.admin)).await;
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("10m, 1d, 7d, 30d, 90d, 365d"), "{text}");
+    let (status, _, text) = get_bytes(
+        h,
+        "/api/installer/iso?token_ttl=1d&roles=nope",
+        Some(&h.admin),
+    )
+    .await;
+    assert!(status >= 400 && text.contains("nope"), "{status} {text}");
+    let (status, _, text) = get_bytes(h, "/api/installer/iso?roles=web", Some(&h.admin)).await;
+    assert_eq!(status, 400, "{text}");
+    role(h, &h.admin, "web", None, None).await;
+    let (status, iso, text) = get_bytes(
+        h,
+        "/api/installer/iso?token_ttl=7d&roles=web",
+        Some(&h.admin),
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    let baked = std::str::from_utf8(&iso[at..at + PLACEHOLDER_LEN])
+        .unwrap()
+        .trim_end()
+        .to_string();
+    let token = baked
+        .strip_prefix(&format!("{baked_text} kiln.token="))
+        .unwrap_or_else(|| panic!("no token baked: {baked}"));
+    let claims = h
+        .state
+        .tokens
+        .verify(&h.state.db, token, OffsetDateTime::now_utc())
+        .await
+        .unwrap();
+    assert_eq!(claims.exp - claims.iat, 7 * 86_400);
+    assert_eq!(claims.roles, vec!["web".to_string()]);
+    let (machine, _) = register(h, token, "iso-1").await;
+    let m = h.get(&format!("/api/machines/{machine}"), &h.admin).await;
+    assert_eq!(expect(&m, 200)["roles"], json!(["web"]));
+
+    // The same parameters for PXE.
+    let (status, _, ipxe) = get_bytes(h, "/boot.ipxe", None).await;
+    assert_eq!(status, 200);
+    assert!(ipxe.starts_with("#!ipxe\n"), "{ipxe}");
+    assert!(
+        ipxe.contains(&format!("kernel {url}/artifacts/vmlinuz ")) && ipxe.contains(&baked_text),
+        "{ipxe}"
+    );
+    let (status, _, ipxe) = get_bytes(h, "/boot.ipxe?token_ttl=1d", Some(&h.admin)).await;
+    assert_eq!(status, 200);
+    assert!(ipxe.contains(" kiln.token="), "{ipxe}");
+
+    // A damaged template (two placeholders) is refused with a clear error, not served.
+    let (two, _) = synthetic_template(2);
+    std::fs::write(&iso_path, &two).unwrap();
+    let (status, _, text) = get_bytes(h, "/api/installer/iso", None).await;
+    assert_eq!(status, 500, "{text}");
+    assert!(text.contains("has 2 #KILN-PARAMS placeholders"), "{text}");
+    // A template without placeholder (a plain ISO) likewise.
+    std::fs::write(&iso_path, vec![0u8; 40_000]).unwrap();
+    let (status, _, text) = get_bytes(h, "/artifacts/kiln.iso", None).await;
+    assert_eq!(status, 500, "{text}");
+    assert!(text.contains("not a Kiln ISO template"), "{text}");
+}
+
+/// The per-IP limits of registration without a token, claim and approval.
+async fn case_rate_limits(h: &Harness) {
+    let key = new_account(h, "rl").await;
+    let reg = |i: usize| json!({"token": null, "inventory": inventory(&format!("rl-{i}"))});
+    let mut pending = Vec::new();
+    for i in 0..2 {
+        let r = h
+            .call_from(
+                "10.0.0.1",
+                Method::POST,
+                "/api/agent/v1/register",
+                None,
+                Some(reg(i)),
+            )
+            .await;
+        pending.push(expect(&r, 201).clone());
+    }
+    let r = h
+        .call_from(
+            "10.0.0.1",
+            Method::POST,
+            "/api/agent/v1/register",
+            None,
+            Some(reg(9)),
+        )
+        .await;
+    let err = expect(&r, 429)["error"].as_str().unwrap().to_string();
+    assert!(
+        err.contains("registrations without a token from 10.0.0.1"),
+        "{err}"
+    );
+    assert_eq!(r.headers["retry-after"], "60");
+    // Another address has its own budget; token registrations are not limited.
+    let r = h
+        .call_from(
+            "10.0.0.2",
+            Method::POST,
+            "/api/agent/v1/register",
+            None,
+            Some(reg(3)),
+        )
+        .await;
+    expect(&r, 201);
+    let t = token(h, &key, json!({})).await;
+    for i in 0..3 {
+        let r = h
+            .call_from(
+                "10.0.0.1",
+                Method::POST,
+                "/api/agent/v1/register",
+                None,
+                Some(json!({"token": t, "inventory": inventory(&format!("rlt-{i}"))})),
+            )
+            .await;
+        expect(&r, 201);
+    }
+
+    let claim = json!({"machine_uuid": pending[0]["machine_uuid"], "claim_secret": pending[0]["claim_secret"]});
+    for _ in 0..3 {
+        let r = h
+            .call_from(
+                "10.0.0.1",
+                Method::POST,
+                "/api/agent/v1/claim",
+                None,
+                Some(claim.clone()),
+            )
+            .await;
+        expect(&r, 200);
+    }
+    let r = h
+        .call_from(
+            "10.0.0.1",
+            Method::POST,
+            "/api/agent/v1/claim",
+            None,
+            Some(claim.clone()),
+        )
+        .await;
+    assert!(
+        expect(&r, 429)["error"]
+            .as_str()
+            .unwrap()
+            .contains("claims")
+    );
+    assert!(r.headers.get("retry-after").is_some());
+
+    // Approval: the per-IP limit answers before the account lock-out would.
+    let code = pending[0]["approval_code"].as_str().unwrap();
+    let wrong = if code == "222222" { "333333" } else { "222222" };
+    for _ in 0..2 {
+        let r = h
+            .call_from(
+                "10.0.0.3",
+                Method::POST,
+                "/api/machines/approve",
+                Some(&key),
+                Some(json!({"code": wrong})),
+            )
+            .await;
+        expect(&r, 404);
+    }
+    let r = h
+        .call_from(
+            "10.0.0.3",
+            Method::POST,
+            "/api/machines/approve",
+            Some(&key),
+            Some(json!({"code": code})),
+        )
+        .await;
+    let err = expect(&r, 429)["error"].as_str().unwrap().to_string();
+    assert!(err.contains("approval attempts from 10.0.0.3"), "{err}");
+    assert!(r.headers.get("retry-after").is_some());
+    let r = h
+        .call_from(
+            "10.0.0.4",
+            Method::POST,
+            "/api/machines/approve",
+            Some(&key),
+            Some(json!({"code": code})),
+        )
+        .await;
+    assert_eq!(expect(&r, 200)["state"], "approved");
+}
+
+async fn rate_limited_harness(database_url: Option<String>) -> Harness {
+    use kiln_controlplane::ratelimit::{Limit, RateLimits};
+    Harness::with_config(database_url, |cfg| {
+        cfg.rate_limits = RateLimits {
+            register: Limit {
+                burst: 2,
+                per_minute: 1,
+            },
+            claim: Limit {
+                burst: 3,
+                per_minute: 1,
+            },
+            approve: Limit {
+                burst: 2,
+                per_minute: 1,
+            },
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_rate_limits() {
+    case_rate_limits(&rate_limited_harness(None).await).await;
+}
+
 // ------------------------------------------------------------------ SQLite (unit tier)
 
 macro_rules! sqlite_cases {
@@ -1133,6 +1418,7 @@ sqlite_cases! {
     sqlite_images => case_images,
     sqlite_account_scoping => case_account_scoping,
     sqlite_server_endpoints => case_server_endpoints,
+    sqlite_installer_iso => case_installer_iso,
 }
 
 // ------------------------------------------------------------------ PostgreSQL (root tier)
@@ -1159,6 +1445,11 @@ async fn root_postgres_api_suite() {
         case_provisioning_flow,
         case_images,
         case_account_scoping,
-        case_server_endpoints
+        case_server_endpoints,
+        case_installer_iso
     );
+    // In-memory limits, but the limited endpoints still write to PostgreSQL.
+    let h = rate_limited_harness(Some(pg.database("case_rate_limits").await)).await;
+    case_rate_limits(&h).await;
+    h.state.db.pool.close().await;
 }

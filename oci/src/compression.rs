@@ -5,12 +5,12 @@
 //! in the input is an error (trailing garbage), and the input's own end-of-stream verdict (for a
 //! [`crate::blob::BlobReader`], the digest check) reaches the consumer before it sees `Ok(0)`.
 
-use std::io::{self, BufRead, BufReader, Chain, Cursor, Read};
+use std::io::{self, BufRead, BufReader, Chain, Cursor, Read, Write};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// A compression format recognised by its magic bytes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Compression {
     /// Zstandard (`28 b5 2f fd`).
@@ -182,27 +182,33 @@ impl<R: Read> Read for Decompressor<R> {
     }
 }
 
-#[cfg(test)]
-pub(crate) mod tests {
-    use super::*;
-    use std::io::Write;
-
-    pub(crate) fn compress(c: Compression, data: &[u8]) -> Vec<u8> {
-        match c {
-            Compression::Zstd => zstd::encode_all(data, 3).unwrap(),
+/// Compresses `data` in memory (test fixtures and small blobs; images are built by
+/// [`crate::builder`], which streams).
+pub fn compress(c: Compression, data: &[u8]) -> Vec<u8> {
+    fn encode(c: Compression, data: &[u8]) -> io::Result<Vec<u8>> {
+        Ok(match c {
+            Compression::Zstd => zstd::encode_all(data, 3)?,
             Compression::Gzip => {
                 let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-                e.write_all(data).unwrap();
-                e.finish().unwrap()
+                e.write_all(data)?;
+                e.finish()?
             }
             Compression::Xz => {
                 let mut e = liblzma::write::XzEncoder::new(Vec::new(), 1);
-                e.write_all(data).unwrap();
-                e.finish().unwrap()
+                e.write_all(data)?;
+                e.finish()?
             }
             Compression::None => data.to_vec(),
-        }
+        })
     }
+    // Writing into a Vec cannot fail; only a broken encoder could, and that is a bug.
+    encode(c, data).expect("in-memory compression failed")
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    pub(crate) use super::compress;
+    use super::*;
 
     /// A reader returning at most one byte per read, to exercise short reads.
     struct Trickle<R>(R);

@@ -116,6 +116,37 @@ pub struct Disk {
     pub mounts: Vec<String>,
     /// Active swap on the disk or its partitions.
     pub swaps: Vec<String>,
+    /// Volume id of an ISO 9660 filesystem at the start of the disk (a hybrid ISO written
+    /// to a USB stick, a virtual CD); `KILN` is the installer's own medium.
+    #[serde(default)]
+    pub iso_volume_id: Option<String>,
+}
+
+/// Volume id `scripts/build-iso` gives the installer ISO: a disk carrying it is the boot
+/// medium and is never chosen.
+pub const INSTALLER_VOLUME_ID: &str = "KILN";
+
+/// Byte offset of the ISO 9660 primary volume descriptor (sector 16 of 2048 bytes).
+pub const ISO9660_PVD_OFFSET: u64 = 16 * 2048;
+
+/// The volume id of an ISO 9660 primary volume descriptor (2048 bytes from
+/// [`ISO9660_PVD_OFFSET`]), or `None` if the bytes are not one.
+pub fn iso9660_volume_id(pvd: &[u8]) -> Option<String> {
+    if pvd.len() < 72 || pvd[0] != 1 || &pvd[1..6] != b"CD001" {
+        return None;
+    }
+    let id = String::from_utf8_lossy(&pvd[40..72]).trim_end().to_string();
+    Some(id)
+}
+
+/// Reads the ISO 9660 volume id of a block device; `None` when it has none or cannot be
+/// read (an empty CD drive answers ENOMEDIUM).
+fn read_iso_volume_id(path: &Path) -> Option<String> {
+    use std::os::unix::fs::FileExt;
+    let f = fs::File::open(path).ok()?;
+    let mut pvd = [0u8; 2048];
+    f.read_exact_at(&mut pvd, ISO9660_PVD_OFFSET).ok()?;
+    iso9660_volume_id(&pvd)
 }
 
 /// Where the inventory reads from; `System` paths in production, temp trees in tests.
@@ -407,6 +438,7 @@ pub fn inventory(src: &Sources) -> Result<Vec<Disk>> {
             partitions,
             mounts: dmounts,
             swaps: dswaps,
+            iso_volume_id: read_iso_volume_id(&src.dev.join(&name)),
             name,
         };
         disk.by_id = match &by_id {
@@ -465,6 +497,19 @@ pub(crate) mod fake {
         pub lbs: u32,
         pub parts: &'static [(&'static str, &'static str)],
         pub holders: &'static [&'static str],
+        /// Content of the device node in the fake /dev (an ISO 9660 header, say).
+        pub content: Option<Vec<u8>>,
+    }
+
+    /// The first 34 KiB of an ISO 9660 image with this volume id.
+    pub fn iso_head(volume_id: &str) -> Vec<u8> {
+        let mut b = vec![0u8; super::ISO9660_PVD_OFFSET as usize + 2048];
+        let pvd = &mut b[super::ISO9660_PVD_OFFSET as usize..];
+        pvd[0] = 1;
+        pvd[1..6].copy_from_slice(b"CD001");
+        pvd[40..72].fill(b' ');
+        pvd[40..40 + volume_id.len()].copy_from_slice(volume_id.as_bytes());
+        b
     }
 
     pub fn write(p: &Path, s: &str) {
@@ -472,8 +517,14 @@ pub(crate) mod fake {
         fs::write(p, s).unwrap();
     }
 
+    /// Writes the fake sysfs under `sys`, and device nodes with [`FakeDisk::content`] as
+    /// regular files in `dev` next to it.
     pub fn make(sys: &Path, disks: &[FakeDisk]) {
         for d in disks {
+            if let (Some(c), Some(root)) = (&d.content, sys.parent()) {
+                fs::create_dir_all(root.join("dev")).unwrap();
+                fs::write(root.join("dev").join(d.name), c).unwrap();
+            }
             let real = sys.join(d.devpath.trim_start_matches("../"));
             write(&real.join("size"), &format!("{}\n", d.gib << 21));
             write(&real.join("dev"), &format!("{}\n", d.dev));
@@ -641,6 +692,18 @@ mod tests {
             swaps: SWAPS,
         })
         .unwrap()
+    }
+
+    #[test]
+    fn iso9660_volume_ids() {
+        let head = super::fake::iso_head("KILN");
+        let pvd = &head[ISO9660_PVD_OFFSET as usize..];
+        assert_eq!(iso9660_volume_id(pvd).as_deref(), Some("KILN"));
+        let mut not_pvd = pvd.to_vec();
+        not_pvd[0] = 2; // a supplementary descriptor, not the primary one
+        assert_eq!(iso9660_volume_id(&not_pvd), None);
+        assert_eq!(iso9660_volume_id(&[0u8; 2048]), None);
+        assert_eq!(iso9660_volume_id(&pvd[..40]), None);
     }
 
     #[test]

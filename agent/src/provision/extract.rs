@@ -26,9 +26,9 @@ use rustix::fs::{AtFlags, FileType, Mode, OFlags, Timespec, Timestamps};
 use serde::{Deserialize, Serialize};
 use tar::EntryType;
 
-use super::compress::{Compression, decompress};
 use super::events::{Meter, Phase, Progress};
 use super::root::{RelPath, Root, gid, list_dir, uid};
+use kiln_oci::compression::{Compression, Decompressor};
 
 /// Extraction options.
 #[derive(Debug, Clone)]
@@ -126,7 +126,8 @@ fn extract_inner<R: Read + Send>(
         inner: src,
         n: read.clone(),
     };
-    let (kind, dec) = decompress(counting).context("reading the layer stream")?;
+    let dec = Decompressor::new(counting).context("reading the layer stream")?;
+    let kind = dec.compression();
     let mut report = LayerReport {
         compression: Some(kind),
         ..Default::default()
@@ -1076,7 +1077,7 @@ pub(crate) mod tests {
 
     #[test]
     fn compressed_layers() {
-        use super::super::compress::tests::compress;
+        use kiln_oci::compression::compress;
         for kind in [Compression::Gzip, Compression::Zstd, Compression::Xz] {
             let s = Sandbox::new();
             let layer = compress(

@@ -21,8 +21,8 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
-use super::compress::{Compression, decompress_local, read_head};
 use super::events::{Meter, Phase, Progress, human_bytes};
+use kiln_oci::compression::{Compression, Decompressor};
 
 /// Bytes held back until the stream is verified.
 pub const HOLD: usize = 1 << 20;
@@ -184,6 +184,13 @@ fn decompress_thread(
     }
 }
 
+/// Reads up to `n` bytes, fewer only at EOF.
+fn read_head<R: Read>(r: &mut R, n: usize) -> io::Result<Vec<u8>> {
+    let mut head = Vec::with_capacity(n);
+    r.take(n as u64).read_to_end(&mut head)?;
+    Ok(head)
+}
+
 fn invalid(msg: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg)
 }
@@ -202,7 +209,8 @@ fn unwrap_and_pump(
     tx: &SyncSender<Msg>,
     recycle: &Receiver<AlignedBuf>,
 ) -> io::Result<()> {
-    let (kind, mut dec) = decompress_local(input)?;
+    let mut dec = Decompressor::new(input)?;
+    let kind = dec.compression();
     let head = read_head(&mut dec, 512)?;
     let tar = is_tar(&head);
     let joined = Cursor::new(head).chain(dec);
@@ -225,8 +233,8 @@ fn unwrap_and_pump(
                 "layer 0 is a tar whose first entry {path:?} is not a regular file"
             )));
         }
-        let (k, inner) = decompress_local(first)?;
-        inner_kind = k;
+        let inner = Decompressor::new(first)?;
+        inner_kind = inner.compression();
         if !pump(inner, tx, recycle)? {
             return Ok(());
         }
@@ -246,7 +254,7 @@ fn unwrap_and_pump(
 /// The geometry of the disk image at the start of a layer-0 stream (compressed and/or
 /// tar-wrapped), reading only its first MiB. For choosing a disk before writing.
 pub fn peek_geometry<R: Read>(r: R) -> io::Result<Option<ImageGeometry>> {
-    let (_, mut dec) = decompress_local(r)?;
+    let mut dec = Decompressor::new(r)?;
     let head = read_head(&mut dec, 512)?;
     let tar = is_tar(&head);
     let mut joined = Cursor::new(head).chain(dec);
@@ -258,7 +266,7 @@ pub fn peek_geometry<R: Read>(r: R) -> io::Result<Option<ImageGeometry>> {
     let Some(first) = entries.next() else {
         return Ok(None);
     };
-    let (_, mut inner) = decompress_local(first?)?;
+    let mut inner = Decompressor::new(first?)?;
     Ok(image_geometry(&read_head(&mut inner, HOLD)?))
 }
 
@@ -583,10 +591,10 @@ fn write_loop(
 mod tests {
     use std::io::Write;
 
-    use super::super::compress::tests::compress;
     use super::super::events::no_progress;
     use super::super::gpt::testimg;
     use super::*;
+    use kiln_oci::compression::compress;
 
     /// A source that fails like a digest mismatch after `ok` bytes.
     struct FailAfter<'a> {

@@ -3,7 +3,8 @@
 //!
 //! 1. [`Phase::Inventory`]: [`disk::inventory`] + [`select::choose`] — sysfs inventory,
 //!    `kiln.disk=` hints, refusal listing every disk.
-//! 2. [`Phase::Layer0`]: [`layer0::write_layer0`] — decompress by magic, threaded writer,
+//! 2. [`Phase::Layer0`]: [`layer0::write_layer0`] — decompress by magic (kiln-oci's
+//!    [`kiln_oci::compression::Decompressor`]), threaded writer,
 //!    first MiB held back until verified EOF, partition tables wiped on failure.
 //! 3. [`Phase::Partition`]: [`gpt::grow_root`] — backup GPT to the end, root partition
 //!    grown, table re-read ([`blockdev`]).
@@ -20,7 +21,6 @@ pub mod blockdev;
 pub mod bootplan;
 mod cli;
 pub mod cloudinit;
-pub mod compress;
 pub mod disk;
 pub mod events;
 pub mod extract;

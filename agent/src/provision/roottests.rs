@@ -12,14 +12,13 @@ use std::process::Command;
 
 use sha2::{Digest, Sha256};
 
-use super::compress::Compression;
-use super::compress::tests::compress;
 use super::events::no_progress;
 use super::extract::tests::Layer;
 use super::gpt::testimg;
 use super::layout::Verified;
 use super::rootfs::{FsSpec, FsType};
 use super::*;
+use kiln_oci::compression::{Compression, compress};
 
 /// Root tests share loop devices and mounts: run them one at a time.
 pub(crate) fn serial() -> std::sync::MutexGuard<'static, ()> {
@@ -846,4 +845,46 @@ fn root_cli_image_from_registry_on_loop() {
     );
     assert_eq!(label.trim(), "img-root");
     assert_eq!(fs::read(t.path().join("stage/vmlinuz")).unwrap(), b"KERNEL");
+}
+
+#[test]
+#[ignore = "root: loop device holding an ISO made by xorriso"]
+fn root_installer_iso_on_a_disk_is_refused() {
+    let _g = serial();
+    let t = tempfile::tempdir().unwrap();
+    fs::write(t.path().join("hello"), b"kiln").unwrap();
+    let iso = t.path().join("kiln.iso");
+    sh(
+        "xorriso",
+        &[
+            "-as",
+            "mkisofs",
+            "-quiet",
+            "-volid",
+            disk::INSTALLER_VOLUME_ID,
+            "-o",
+            iso.to_str().unwrap(),
+            t.path().join("hello").to_str().unwrap(),
+        ],
+    );
+    let lo = Loop::new(64 << 20);
+    sh(
+        "dd",
+        &[
+            &format!("if={}", iso.display()),
+            &format!("of={}", lo.dev.display()),
+            "conv=notrunc,fsync",
+            "status=none",
+        ],
+    );
+    let disks = disk::inventory_system().unwrap();
+    let d = disks.iter().find(|d| d.name == lo.name()).unwrap();
+    assert_eq!(d.iso_volume_id.as_deref(), Some("KILN"));
+    let hints = select::parse_hints(&format!("name={}", lo.name())).unwrap();
+    let e = select::choose(&disks, &hints, &select::Policy::default()).unwrap_err();
+    let text = e.to_string();
+    assert!(
+        text.contains(&format!("/dev/{} (", lo.name())) && text.contains("installer boot medium"),
+        "{text}"
+    );
 }

@@ -10,7 +10,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::disk::{Disk, Transport};
+use super::disk::{Disk, INSTALLER_VOLUME_ID, Transport};
 
 /// Comparison in a hint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -220,8 +220,11 @@ pub enum Rejection {
     Swap(Vec<String>),
     /// md/dm/LVM holders.
     Holders(Vec<String>),
-    /// The installer booted from it.
+    /// The installer booted from it (named in the policy, or it carries the installer
+    /// ISO's volume id). Never chosen, even when a hint names it.
     BootMedium,
+    /// Holds another ISO 9660 image (a boot stick, virtual media) and no hint names it.
+    IsoImage(String),
     /// Smaller than needed.
     TooSmall {
         /// Disk size.
@@ -256,6 +259,10 @@ impl fmt::Display for Rejection {
             Rejection::Swap(s) => write!(f, "swap active ({})", s.join(", ")),
             Rejection::Holders(hs) => write!(f, "in use by {} (md/dm/LVM)", hs.join(", ")),
             Rejection::BootMedium => f.write_str("installer boot medium"),
+            Rejection::IsoImage(v) => write!(
+                f,
+                "holds an ISO 9660 image (volume {v:?}; name it with a hint to use it)"
+            ),
             Rejection::TooSmall { size, need } => {
                 write!(f, "too small ({} < {})", h(*size), h(*need))
             }
@@ -356,8 +363,13 @@ pub fn rejections(d: &Disk, hints: &[Hint], policy: &Policy) -> Vec<Rejection> {
         .boot_media
         .iter()
         .any(|b| b.trim_start_matches("/dev/") == d.name)
+        || d.iso_volume_id.as_deref() == Some(INSTALLER_VOLUME_ID)
     {
         r.push(Rejection::BootMedium);
+    } else if let Some(v) = &d.iso_volume_id
+        && !named
+    {
+        r.push(Rejection::IsoImage(v.clone()));
     }
     if d.size < policy.min_size {
         r.push(Rejection::TooSmall {
@@ -464,6 +476,53 @@ mod tests {
             "name=",
         ] {
             assert!(parse_hints(bad).is_err(), "{bad} parsed");
+        }
+    }
+
+    /// The machine with an ISO 9660 head on its virtio disk (vda).
+    fn machine_with_iso_on_vda(volume_id: &str) -> (tempfile::TempDir, Vec<Disk>) {
+        let t = tempfile::tempdir().unwrap();
+        let mut disks = fake::machine();
+        for d in &mut disks {
+            if d.name == "vda" {
+                d.content = Some(fake::iso_head(volume_id));
+            }
+        }
+        fake::make(&t.path().join("sys"), &disks);
+        let d = inventory(&Sources {
+            sys: &t.path().join("sys"),
+            dev: &t.path().join("dev"),
+            mountinfo: MOUNTINFO,
+            swaps: SWAPS,
+        })
+        .unwrap();
+        (t, d)
+    }
+
+    #[test]
+    fn installer_iso_is_never_chosen_other_isos_only_when_named() {
+        let policy = Policy::default();
+        // (volume id on vda, hints, expected choice)
+        let cases: &[(&str, &str, Option<&str>)] = &[
+            ("KILN", "", Some("sda")),
+            ("KILN", "by-id=virtio-KILN-VDA", None),
+            ("KILN", "name=vda", None),
+            ("DEBIAN 12", "", Some("sda")),
+            ("DEBIAN 12", "name=vda", Some("vda")),
+        ];
+        for (vol, hints, want) in cases {
+            let (_t, disks) = machine_with_iso_on_vda(vol);
+            let vda = disks.iter().find(|d| d.name == "vda").unwrap();
+            assert_eq!(vda.iso_volume_id.as_deref(), Some(*vol));
+            let got = choose(&disks, &parse_hints(hints).unwrap(), &policy);
+            match (want, got) {
+                (Some(w), Ok(i)) => assert_eq!(disks[i].name, *w, "{vol} {hints}"),
+                (None, Err(e)) => {
+                    let text = e.to_string();
+                    assert!(text.contains("installer boot medium"), "{text}");
+                }
+                (w, g) => panic!("{vol} {hints}: want {w:?}, got {g:?}"),
+            }
         }
     }
 

@@ -5,7 +5,8 @@
 use super::catalog::{registry_auth, roles_by_name};
 use super::machines::{RunStatus, active_run};
 use super::{
-    Agent, ApiError, ApiResult, AppState, AppStateRef, check_protocol_version, parse_uuid,
+    Agent, ApiError, ApiResult, AppState, AppStateRef, ClientIp, check_protocol_version,
+    parse_uuid, rate_limit,
 };
 use crate::approval;
 use crate::db::{Backend, now_ms};
@@ -52,6 +53,7 @@ fn token_error(e: TokenError) -> ApiError {
     responses((status = 201, body = RegisterResponse), (status = 401, description = "token invalid, tampered, expired or of an unknown key")))]
 pub async fn register(
     State(st): State<AppStateRef>,
+    ip: ClientIp,
     _: Versioned,
     Json(req): Json<RegisterRequest>,
 ) -> ApiResult<(StatusCode, Json<RegisterResponse>)> {
@@ -137,6 +139,7 @@ pub async fn register(
             }),
         ));
     }
+    rate_limit(&st.limiters.register, ip, "registrations without a token")?;
     let id = Uuid::new_v4();
     let claim_secret = new_credential("kcs_");
     let (code, expires) = fresh_code(&st, now).await?;
@@ -189,9 +192,11 @@ async fn fresh_code(st: &AppState, now: i64) -> ApiResult<(String, i64)> {
     responses((status = 200, body = ClaimResponse)))]
 pub async fn claim(
     State(st): State<AppStateRef>,
+    ip: ClientIp,
     _: Versioned,
     Json(req): Json<ClaimRequest>,
 ) -> ApiResult<Json<ClaimResponse>> {
+    rate_limit(&st.limiters.claim, ip, "claims")?;
     let now = now_ms();
     let row = sqlx::query(
         "SELECT state, approval_code, code_expires_at, credential_hash FROM machines WHERE id = $1 AND claim_secret_hash = $2",

@@ -1,22 +1,29 @@
 //! Installer artifacts: files built by `scripts/build-*` into `out/`, served from the
-//! configured artifacts directory, plus `install.sh` generated with this server's URL and CA
-//! pin.
+//! configured artifacts directory; the ISO is a template (`scripts/build-iso --template`)
+//! served with this server's URL, CA pin and optionally a fresh bootstrap token baked into
+//! its grub.cfg (see [`crate::iso`]); `/boot.ipxe` chains the vmlinuz with the same
+//! parameters; `install.sh` is generated with this server's URL and CA pin.
 
-use super::{ApiError, ApiResult, AppStateRef};
+use super::{ApiError, ApiResult, AppState, AppStateRef, User};
+use crate::iso;
+use crate::tokens::Lifetime;
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, State};
-use axum::http::header;
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use std::io::Seek;
+use time::OffsetDateTime;
+use utoipa::{IntoParams, ToSchema};
 
 /// The artifacts Kiln serves and the script that builds each.
 pub const ARTIFACTS: [(&str, &str, &str); 3] = [
     (
         "vmlinuz",
         "application/octet-stream",
-        "scripts/build-kernel",
+        "scripts/build-installer",
     ),
     (
         "kiln-agent",
@@ -26,7 +33,7 @@ pub const ARTIFACTS: [(&str, &str, &str); 3] = [
     (
         "kiln.iso",
         "application/x-iso9660-image",
-        "scripts/build-iso",
+        "scripts/build-iso --template",
     ),
 ];
 
@@ -54,12 +61,7 @@ pub async fn index(State(st): State<AppStateRef>) -> Json<Vec<ArtifactInfo>> {
             url: format!("{}/artifacts/{name}", st.settings.public_url),
             available: meta.is_some(),
             size_bytes: meta.as_ref().map(|m| m.len()),
-            build_hint: meta.is_none().then(|| {
-                format!(
-                    "run {script}, then copy out/{name} into {}",
-                    st.settings.artifacts_dir.display()
-                )
-            }),
+            build_hint: meta.is_none().then(|| hint(&st, name, script)),
         });
     }
     Json(out)
@@ -75,11 +77,15 @@ pub async fn file(State(st): State<AppStateRef>, Path(name): Path<String>) -> Ap
             known.join(", ")
         )));
     };
+    if name == "kiln.iso" {
+        let params = boot_params(&st, None).await?;
+        return serve_iso(&st, params).await;
+    }
     let path = st.settings.artifacts_dir.join(&name);
     let Ok(f) = tokio::fs::File::open(&path).await else {
         return Err(ApiError::not_found(format!(
-            "artifact {name} is not built on this server: run {script}, then copy out/{name} into {}",
-            st.settings.artifacts_dir.display()
+            "artifact {name} is not built on this server: {}",
+            hint(&st, &name, script)
         )));
     };
     let len = f.metadata().await.map_err(anyhow::Error::from)?.len();
@@ -94,6 +100,208 @@ pub async fn file(State(st): State<AppStateRef>, Path(name): Path<String>) -> Ap
             ),
         ],
         body,
+    )
+        .into_response())
+}
+
+fn hint(st: &AppState, name: &str, script: &str) -> String {
+    let out = match name {
+        "vmlinuz" => "kiln-installer.vmlinuz",
+        "kiln.iso" => "kiln-template.iso",
+        other => other,
+    };
+    format!(
+        "run {script}, then copy out/{out} to {}",
+        st.settings.artifacts_dir.join(name).display()
+    )
+}
+
+/// Query of `/api/installer/iso` and `/boot.ipxe`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+pub struct InstallerQuery {
+    /// Bake a new bootstrap token of this lifetime (10m, 1d, 7d, 30d, 90d or 365d) so machines
+    /// skip approval; needs an API key, the token belongs to its account.
+    pub token_ttl: Option<String>,
+    /// Roles the baked token assigns, comma separated.
+    pub roles: Option<String>,
+}
+
+/// The `kiln.*` kernel parameters for this server: URL, CA pin and, when asked for by an
+/// authenticated caller, a new bootstrap token.
+async fn boot_params(
+    st: &AppState,
+    token: Option<(&User, &InstallerQuery)>,
+) -> ApiResult<Vec<String>> {
+    let mut params = vec![
+        format!("kiln.url={}", st.settings.public_url),
+        format!("kiln.ca=sha256:{}", st.settings.ca_sha256),
+    ];
+    if let Some((user, q)) = token
+        && let Some(ttl) = &q.token_ttl
+    {
+        let lifetime = Lifetime::parse(ttl).ok_or_else(|| {
+            let all: Vec<&str> = Lifetime::ALL.iter().map(|l| l.as_str()).collect();
+            ApiError::bad_request(format!(
+                "token_ttl {ttl:?} is not a token lifetime; use one of {}",
+                all.join(", ")
+            ))
+        })?;
+        let roles: Vec<String> = q
+            .roles
+            .as_deref()
+            .unwrap_or("")
+            .split(',')
+            .map(str::trim)
+            .filter(|r| !r.is_empty())
+            .map(str::to_string)
+            .collect();
+        super::catalog::roles_by_name(st, user.account, &roles).await?;
+        let (token, expires) = st
+            .tokens
+            .issue(
+                &st.db,
+                user.account,
+                lifetime,
+                roles,
+                OffsetDateTime::now_utc(),
+            )
+            .await?;
+        tracing::info!(account = %user.account, %expires, "bootstrap token baked into an installer");
+        params.push(format!("kiln.token={token}"));
+    }
+    Ok(params)
+}
+
+/// The caller's API key when one is sent (the installer endpoints also answer anonymously).
+pub struct MaybeUser(pub Option<User>);
+
+impl FromRequestParts<AppStateRef> for MaybeUser {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, st: &AppStateRef) -> ApiResult<MaybeUser> {
+        if parts.headers.contains_key(header::AUTHORIZATION) {
+            Ok(MaybeUser(Some(User::from_request_parts(parts, st).await?)))
+        } else {
+            Ok(MaybeUser(None))
+        }
+    }
+}
+
+fn token_request<'a>(
+    user: &'a MaybeUser,
+    q: &'a InstallerQuery,
+) -> ApiResult<Option<(&'a User, &'a InstallerQuery)>> {
+    match (&user.0, &q.token_ttl) {
+        (_, None) if q.roles.is_some() => Err(ApiError::bad_request(
+            "roles are assigned by a baked bootstrap token: give token_ttl too",
+        )),
+        (_, None) => Ok(None),
+        (None, Some(_)) => Err(ApiError::unauthorized(
+            "baking a bootstrap token (token_ttl) needs an API key: send `Authorization: Bearer kiln_...`",
+        )),
+        (Some(u), Some(_)) => Ok(Some((u, q))),
+    }
+}
+
+/// Streams the ISO template with `params` baked into its placeholder.
+async fn serve_iso(st: &AppState, params: Vec<String>) -> ApiResult<Response> {
+    let path = st.settings.artifacts_dir.join("kiln.iso");
+    let missing = || {
+        ApiError::not_found(format!(
+            "the installer ISO is not built on this server: {}",
+            hint(st, "kiln.iso", "scripts/build-iso --template")
+        ))
+    };
+    let f = std::fs::File::open(&path).map_err(|_| missing())?;
+    let meta = f.metadata().map_err(anyhow::Error::from)?;
+    let key = (meta.len(), meta.modified().ok());
+    let cached = st
+        .iso_cache
+        .lock()
+        .expect("iso cache poisoned")
+        .filter(|c| (c.0, c.1) == key);
+    let (f, ph) = match cached {
+        Some((_, _, ph)) => (f, ph),
+        None => {
+            let what = path.display().to_string();
+            let (f, located) = tokio::task::spawn_blocking(move || {
+                let mut f = f;
+                let r = iso::locate(&mut f, &what).and_then(|ph| {
+                    // Serve from the start again.
+                    f.seek(std::io::SeekFrom::Start(0))
+                        .map(|_| ph)
+                        .map_err(|source| iso::IsoError::Io { what, source })
+                });
+                (f, r)
+            })
+            .await
+            .map_err(anyhow::Error::from)?;
+            let ph = located.map_err(|e| {
+                tracing::error!(error = %e, "cannot serve the installer ISO");
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+            })?;
+            *st.iso_cache.lock().expect("iso cache poisoned") = Some((key.0, key.1, ph));
+            (f, ph)
+        }
+    };
+    let patch = iso::render(&params, ph.len).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let reader = iso::AsyncPatched::new(tokio::fs::File::from_std(f), ph.offset, patch);
+    let body = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(
+        reader,
+        256 * 1024,
+    ));
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                "application/x-iso9660-image".to_string(),
+            ),
+            (header::CONTENT_LENGTH, meta.len().to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"kiln.iso\"".to_string(),
+            ),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+#[utoipa::path(get, path = "/api/installer/iso", tag = "artifacts", params(InstallerQuery),
+    responses((status = 200, description = "the installer ISO with this server's URL, CA pin and optionally a bootstrap token in its kernel command line"),
+        (status = 401, description = "token_ttl without an API key"),
+        (status = 404, description = "no ISO template on this server")))]
+pub async fn installer_iso(
+    State(st): State<AppStateRef>,
+    user: MaybeUser,
+    Query(q): Query<InstallerQuery>,
+) -> ApiResult<Response> {
+    let params = boot_params(&st, token_request(&user, &q)?).await?;
+    serve_iso(&st, params).await
+}
+
+/// The iPXE script: boots the served vmlinuz with the same parameters as the ISO.
+pub fn render_ipxe(public_url: &str, params: &[String]) -> String {
+    format!(
+        "#!ipxe\n\
+         # Kiln installer from {public_url}. iPXE must trust the Kiln CA for https\n\
+         # (build it with TRUST=<ca.pem> or fetch this script with `imgtrust`).\n\
+         kernel {public_url}/artifacts/vmlinuz console=tty0 console=ttyS0,115200 {}\n\
+         boot\n",
+        params.join(" ")
+    )
+}
+
+#[utoipa::path(get, path = "/boot.ipxe", tag = "artifacts", params(InstallerQuery),
+    responses((status = 200, description = "iPXE script")))]
+pub async fn boot_ipxe(
+    State(st): State<AppStateRef>,
+    user: MaybeUser,
+    Query(q): Query<InstallerQuery>,
+) -> ApiResult<Response> {
+    let params = boot_params(&st, token_request(&user, &q)?).await?;
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain")],
+        render_ipxe(&st.settings.public_url, &params),
     )
         .into_response())
 }
@@ -119,9 +327,12 @@ const INSTALL_SH: &str = r#"#!/bin/sh
 # Fetches the server CA, checks it against the pin baked in below, downloads kiln-agent over
 # TLS verified by that CA, writes /etc/kiln/agent.json and starts `kiln-agent serve`, which
 # registers with the token and writes its machine id and credential back into that file.
+# KILN_ROOT=/some/dir installs under that directory instead of / and starts nothing (for
+# image builds and tests; root is then not required).
 set -eu
 KILN_SERVER="@KILN_SERVER@"
 KILN_CA_SHA256="@KILN_CA_SHA256@"
+root=${KILN_ROOT:-}
 if [ -z "${KILN_TOKEN:-}" ]; then
     echo "install.sh: set KILN_TOKEN to a bootstrap token (kilnctl token create)" >&2
     exit 1
@@ -131,7 +342,7 @@ case "$KILN_TOKEN" in
         echo "install.sh: KILN_TOKEN is not a bootstrap token (expected base64url and dots)" >&2
         exit 1 ;;
 esac
-if [ "$(id -u)" != 0 ]; then
+if [ -z "$root" ] && [ "$(id -u)" != 0 ]; then
     echo "install.sh: run as root" >&2
     exit 1
 fi
@@ -146,16 +357,19 @@ if [ "$got" != "$KILN_CA_SHA256" ]; then
     exit 1
 fi
 curl -sf --cacert "$tmp/ca.pem" "$KILN_SERVER/artifacts/kiln-agent" -o "$tmp/kiln-agent"
-install -d -m 0700 /etc/kiln
-install -m 0755 "$tmp/kiln-agent" /usr/local/sbin/kiln-agent
-install -m 0644 "$tmp/ca.pem" /etc/kiln/ca.pem
+install -d -m 0700 "$root/etc/kiln"
+install -d "$root/usr/local/sbin"
+install -m 0755 "$tmp/kiln-agent" "$root/usr/local/sbin/kiln-agent"
+install -m 0644 "$tmp/ca.pem" "$root/etc/kiln/ca.pem"
 umask 077
 # The agent's config (docs/protocol.md, "Agent config"); the same file the installer
 # injects into systems it provisions.
-cat > /etc/kiln/agent.json <<KILN_CONFIG
+cat > "$root/etc/kiln/agent.json" <<KILN_CONFIG
 {"url": "$KILN_SERVER", "ca_pin": "$KILN_CA_SHA256", "token": "$KILN_TOKEN"}
 KILN_CONFIG
-if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+if [ -n "$root" ]; then
+    echo "kiln-agent installed under $root (not started)"
+elif command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
     cat > /etc/systemd/system/kiln-agent.service <<'KILN_UNIT'
 [Unit]
 Description=Kiln agent

@@ -220,9 +220,11 @@ async fn record_failure(db: &Db, account: Uuid, now: i64, message: String) -> Ap
               (status = 429, description = "locked out after too many wrong codes")))]
 pub async fn approve(
     State(st): State<AppStateRef>,
+    ip: super::ClientIp,
     user: User,
     Json(req): Json<ApproveRequest>,
 ) -> ApiResult<Json<Machine>> {
+    super::rate_limit(&st.limiters.approve, ip, "approval attempts")?;
     let now = now_ms();
     let (failures, oldest) = failures_in_window(&st.db, user.account, now).await?;
     if failures >= approval::MAX_FAILURES {

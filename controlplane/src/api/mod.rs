@@ -13,6 +13,7 @@ pub mod openapi;
 
 use crate::db::Db;
 use crate::metrics::Metrics;
+use crate::ratelimit::{Limiter, Limiters, RateLimits};
 use crate::secrets::{MasterKey, hash_credential};
 use crate::tokens::TokenKeys;
 use axum::extract::{FromRequestParts, State};
@@ -44,6 +45,8 @@ pub struct Settings {
     pub heartbeat_secs: u64,
     /// Approval codes expire after this many seconds.
     pub approval_code_secs: i64,
+    /// Per-client-IP limits of the endpoints strangers can call.
+    pub rate_limits: RateLimits,
 }
 
 /// State shared by all requests.
@@ -56,7 +59,13 @@ pub struct AppState {
     notifiers: Mutex<HashMap<Uuid, Arc<Notify>>>,
     /// Turns true when the server shuts down: long-polls answer at once.
     pub shutdown: watch::Receiver<bool>,
+    /// Where the placeholder of the ISO template is, keyed by its length and mtime.
+    pub iso_cache: Mutex<Option<IsoCacheEntry>>,
+    pub limiters: Limiters,
 }
+
+/// Length, modification time and placeholder of the ISO template last scanned.
+pub type IsoCacheEntry = (u64, Option<std::time::SystemTime>, crate::iso::Placeholder);
 
 impl AppState {
     pub fn new(
@@ -65,6 +74,7 @@ impl AppState {
         settings: Settings,
         shutdown: watch::Receiver<bool>,
     ) -> AppState {
+        let limiters = Limiters::new(settings.rate_limits);
         AppState {
             db,
             tokens: TokenKeys::new(master.clone()),
@@ -73,6 +83,8 @@ impl AppState {
             metrics: Metrics::default(),
             notifiers: Mutex::new(HashMap::new()),
             shutdown,
+            iso_cache: Mutex::new(None),
+            limiters,
         }
     }
 
@@ -277,6 +289,39 @@ pub fn check_protocol_version(parts: &Parts) -> ApiResult<()> {
     Ok(())
 }
 
+/// The client's IP address: the TCP peer, put in the request by [`crate::server::serve`] as
+/// `ConnectInfo` (unspecified when absent, e.g. in-process calls).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientIp(pub std::net::IpAddr);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+    type Rejection = std::convert::Infallible;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<ClientIp, Self::Rejection> {
+        Ok(ClientIp(
+            parts
+                .extensions
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|c| c.0.ip())
+                .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into()),
+        ))
+    }
+}
+
+/// Takes one request of `ip` from `limiter`, or answers 429 with Retry-After.
+pub fn rate_limit(limiter: &Limiter, ip: ClientIp, what: &str) -> ApiResult<()> {
+    limiter
+        .check(ip.0, std::time::Instant::now())
+        .map_err(|secs| {
+            tracing::warn!(client = %ip.0, what, "rate limited");
+            let mut e = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!("too many {what} from {}; try again in {secs} s", ip.0),
+            );
+            e.retry_after = Some(secs);
+            e
+        })
+}
+
 pub fn parse_uuid(s: &str) -> ApiResult<Uuid> {
     Uuid::parse_str(s).map_err(|_| ApiError::bad_request(format!("{s:?} is not a UUID")))
 }
@@ -382,6 +427,8 @@ pub fn router(state: AppStateRef) -> Router {
         .route("/metrics", get(crate::metrics::serve))
         .route("/ca.pem", get(ca_pem))
         .route("/install.sh", get(artifacts::install_sh))
+        .route("/boot.ipxe", get(artifacts::boot_ipxe))
+        .route("/api/installer/iso", get(artifacts::installer_iso))
         .route("/artifacts", get(artifacts::index))
         .route("/artifacts/{name}", get(artifacts::file));
     api.layer(axum::middleware::from_fn_with_state(

@@ -40,7 +40,8 @@ impl utoipa::Modify for BearerAuth {
         machines::create_action, machines::provision, machines::list_runs, machines::get_run,
         agent::register, agent::claim, agent::heartbeat, agent::orders, agent::events,
         agent::ack_action, agent::rotate_credential,
-        artifacts::index, artifacts::file, artifacts::install_sh,
+        artifacts::index, artifacts::file, artifacts::install_sh, artifacts::installer_iso,
+        artifacts::boot_ipxe,
     )
 )]
 pub struct ApiDoc;

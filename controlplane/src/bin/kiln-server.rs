@@ -2,6 +2,7 @@
 
 use anyhow::{Context, Result};
 use clap::Parser;
+use kiln_controlplane::ratelimit::{Limit, RateLimits};
 use kiln_controlplane::server::{self, ServerConfig};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -46,6 +47,10 @@ struct Args {
     /// Agent heartbeat interval in seconds (offline after three missed).
     #[arg(long, default_value_t = 30)]
     heartbeat_secs: u64,
+    /// Turn off the per-client-IP rate limits of registration without a token, claim and
+    /// approval (e.g. a lab where hundreds of machines share one NAT address).
+    #[arg(long)]
+    no_rate_limits: bool,
     /// Log format.
     #[arg(long, value_parser = ["text", "json"], default_value = "text")]
     log_format: String,
@@ -78,6 +83,15 @@ async fn main() -> Result<()> {
         admin_account: args.admin_account,
         heartbeat_secs: args.heartbeat_secs,
         approval_code_secs: 15 * 60,
+        rate_limits: if args.no_rate_limits {
+            RateLimits {
+                register: Limit::OFF,
+                claim: Limit::OFF,
+                approve: Limit::OFF,
+            }
+        } else {
+            RateLimits::default()
+        },
     };
     let prepared = server::prepare(&cfg).await?;
     let listener = tokio::net::TcpListener::bind(cfg.listen)

@@ -78,6 +78,9 @@ enum Cmd {
     Provision(ProvisionCmd),
     /// Installer artifacts on the server.
     Artifacts,
+    /// Installer media with this server's URL and CA pin baked in.
+    #[command(subcommand)]
+    Installer(InstallerCmd),
     /// Print shell completions.
     Completions { shell: clap_complete::Shell },
 }
@@ -116,6 +119,51 @@ enum TokenCmd {
         /// Role to assign to registering machines (repeatable).
         #[arg(long = "role")]
         roles: Vec<String>,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+struct BakeArgs {
+    /// Also bake a new bootstrap token of this lifetime (10m, 1d, 7d, 30d, 90d or 365d):
+    /// machines booting it skip approval. Without it they show an approval code.
+    #[arg(long)]
+    token_ttl: Option<String>,
+    /// Role the baked token assigns (repeatable; needs --token-ttl).
+    #[arg(long = "role", requires = "token_ttl")]
+    roles: Vec<String>,
+}
+
+impl BakeArgs {
+    fn query(&self) -> String {
+        let mut q = Vec::new();
+        if let Some(t) = &self.token_ttl {
+            q.push(format!("token_ttl={t}"));
+        }
+        if !self.roles.is_empty() {
+            q.push(format!("roles={}", self.roles.join(",")));
+        }
+        if q.is_empty() {
+            String::new()
+        } else {
+            format!("?{}", q.join("&"))
+        }
+    }
+}
+
+#[derive(Subcommand, Debug)]
+enum InstallerCmd {
+    /// Download the installer ISO (BIOS and UEFI, CD or USB stick).
+    Iso {
+        #[command(flatten)]
+        bake: BakeArgs,
+        /// Where to write the ISO.
+        #[arg(long, default_value = "kiln.iso")]
+        out: PathBuf,
+    },
+    /// Print the iPXE script that boots the installer kernel from this server.
+    Ipxe {
+        #[command(flatten)]
+        bake: BakeArgs,
     },
 }
 
@@ -426,7 +474,13 @@ async fn watch(c: &Client, run: &str) -> Result<()> {
                     serde_json::from_value::<kiln_protocol::RunEvent>(e["event"].clone())
                     && !matches!(ev, kiln_protocol::RunEvent::Progress { .. })
                 {
-                    bar.println(format!("{} {ev}", cell(&e["at"])));
+                    let line = format!("{} {ev}", cell(&e["at"]));
+                    // A hidden bar (output not a terminal) prints nothing: log plain lines.
+                    if bar.is_hidden() {
+                        println!("{line}");
+                    } else {
+                        bar.println(line);
+                    }
                 }
             }
             shown = events.len();
@@ -497,6 +551,24 @@ async fn run(cli: Cli) -> Result<()> {
                 ("HINT", "build_hint"),
             ],
         ),
+        Cmd::Installer(InstallerCmd::Iso { bake, out }) => {
+            let path = format!("/api/installer/iso{}", bake.query());
+            let n = c.download(&path, &out).await?;
+            let v = json!({"file": out.display().to_string(), "size_bytes": n,
+                "token_ttl": bake.token_ttl, "roles": bake.roles});
+            print(
+                o,
+                &v,
+                &[
+                    ("FILE", "file"),
+                    ("SIZE", "size_bytes"),
+                    ("TOKEN TTL", "token_ttl"),
+                ],
+            );
+        }
+        Cmd::Installer(InstallerCmd::Ipxe { bake }) => {
+            print!("{}", c.text(&format!("/boot.ipxe{}", bake.query())).await?);
+        }
         Cmd::Account(AccountCmd::List) => print(
             o,
             &c.get("/api/accounts").await?,

@@ -69,21 +69,20 @@ pub struct Resp {
 
 impl Harness {
     pub async fn new(database_url: Option<String>) -> Harness {
+        Self::with_config(database_url, |_| {}).await
+    }
+
+    /// A server whose configuration `tweak` adjusts first (e.g. lower rate limits).
+    pub async fn with_config(
+        database_url: Option<String>,
+        tweak: impl FnOnce(&mut ServerConfig),
+    ) -> Harness {
         logs();
         let dir = tempfile::tempdir().unwrap();
         let mut cfg = ServerConfig::for_data_dir(dir.path().join("data"));
         cfg.database_url = database_url;
-        let catalog = dir.path().join("catalog.json");
-        std::fs::write(
-            &catalog,
-            r#"{"images": [
-                {"name": "ubuntu-24.04", "description": "Ubuntu", "oci_url": "ghcr.io/kiln/ubuntu:24.04"},
-                {"name": "debian-12", "oci_url": "ghcr.io/kiln/debian:12",
-                 "raw_disk_url": "https://images.example/debian.raw",
-                 "raw_checksum": "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"}
-            ]}"#,
-        )
-        .unwrap();
+        tweak(&mut cfg);
+        let catalog = write_catalog(dir.path());
         cfg.catalog = Some(catalog);
         let prepared = server::prepare(&cfg).await.unwrap();
         let admin = prepared
@@ -109,7 +108,23 @@ impl Harness {
         key: Option<&str>,
         body: Option<Value>,
     ) -> Resp {
-        let mut req = Request::builder().method(method).uri(path);
+        self.call_from("127.0.0.1", method, path, key, body).await
+    }
+
+    /// [`Harness::call`] from a client at `ip` (as the TLS listener reports the TCP peer).
+    pub async fn call_from(
+        &self,
+        ip: &str,
+        method: Method,
+        path: &str,
+        key: Option<&str>,
+        body: Option<Value>,
+    ) -> Resp {
+        let peer = std::net::SocketAddr::new(ip.parse().unwrap(), 40000);
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .extension(axum::extract::ConnectInfo(peer));
         if let Some(k) = key {
             req = req.header("authorization", format!("Bearer {k}"));
         }
@@ -161,6 +176,87 @@ impl Harness {
 
     pub fn all_bodies(&self) -> String {
         self.bodies.lock().unwrap().join("\n")
+    }
+}
+
+/// The official image catalog every test server syncs.
+pub fn write_catalog(dir: &Path) -> PathBuf {
+    let catalog = dir.join("catalog.json");
+    std::fs::write(
+        &catalog,
+        r#"{"images": [
+            {"name": "ubuntu-24.04", "description": "Ubuntu", "oci_url": "ghcr.io/kiln/ubuntu:24.04"},
+            {"name": "debian-12", "oci_url": "ghcr.io/kiln/debian:12",
+             "raw_disk_url": "https://images.example/debian.raw",
+             "raw_checksum": "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"}
+        ]}"#,
+    )
+    .unwrap();
+    catalog
+}
+
+/// A real server on the TLS listener at https://127.0.0.1:<port> (its public URL), for
+/// kilnctl and install.sh; stopped on drop.
+pub struct Live {
+    pub url: String,
+    pub pin: String,
+    pub admin: String,
+    pub state: AppStateRef,
+    pub cfg: ServerConfig,
+    pub dir: tempfile::TempDir,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Live {
+    pub async fn start() -> Live {
+        logs();
+        let dir = tempfile::tempdir().unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut cfg = ServerConfig::for_data_dir(dir.path().join("data"));
+        cfg.listen = addr;
+        cfg.public_url = Some(format!("https://127.0.0.1:{}", addr.port()));
+        cfg.catalog = Some(write_catalog(dir.path()));
+        let prepared = server::prepare(&cfg).await.unwrap();
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let router = api::router(prepared.state.clone());
+        tokio::spawn(server::serve(
+            listener,
+            prepared.tls.config.clone(),
+            router,
+            prepared.shutdown,
+            async {
+                let _ = stop_rx.await;
+            },
+        ));
+        Live {
+            url: prepared.state.settings.public_url.clone(),
+            pin: prepared.tls.ca_sha256.clone(),
+            admin: prepared.admin_key.clone().unwrap(),
+            state: prepared.state,
+            cfg,
+            dir,
+            stop: Some(stop),
+        }
+    }
+
+    /// An API client trusting the server by its pin.
+    pub async fn client(&self, bearer: Option<&str>) -> kiln_controlplane::client::Client {
+        kiln_controlplane::client::Client::new(
+            &self.url,
+            kiln_controlplane::client::Trust::Pin(self.pin.clone()),
+            bearer.map(str::to_string),
+        )
+        .await
+        .unwrap()
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
     }
 }
 
