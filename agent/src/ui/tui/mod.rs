@@ -17,12 +17,13 @@ pub mod state;
 pub mod view;
 
 use crate::events::{Level, Record, Sink};
-use ratatui::backend::TermionBackend;
-use ratatui::layout::Rect;
+use ratatui::backend::{Backend, ClearType, TermionBackend, WindowSize};
+use ratatui::buffer::Cell;
+use ratatui::layout::{Position, Rect, Size};
 use ratatui::{Terminal, TerminalOptions, Viewport};
 use state::{LogLine, State};
 use std::fs::File;
-use std::io::Write;
+use std::io::{BufWriter, Write};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
@@ -131,10 +132,61 @@ fn read_mac(ifname: &str) -> Option<String> {
     (!mac.is_empty() && mac != "00:00:00:00:00:00").then(|| mac.to_string())
 }
 
+/// ratatui's termion backend with the size read from the VT device itself (termion asks
+/// stdout, which is /dev/console, often the serial port) and the cursor position
+/// remembered rather than queried (a query waits for the terminal to answer on stdin).
+struct VtBackend {
+    inner: TermionBackend<BufWriter<File>>,
+    device: File,
+    cursor: Position,
+}
+
+impl Backend for VtBackend {
+    type Error = std::io::Error;
+
+    fn draw<'a, I>(&mut self, content: I) -> std::io::Result<()>
+    where
+        I: Iterator<Item = (u16, u16, &'a Cell)>,
+    {
+        self.inner.draw(content)
+    }
+    fn hide_cursor(&mut self) -> std::io::Result<()> {
+        self.inner.hide_cursor()
+    }
+    fn show_cursor(&mut self) -> std::io::Result<()> {
+        self.inner.show_cursor()
+    }
+    fn get_cursor_position(&mut self) -> std::io::Result<Position> {
+        Ok(self.cursor)
+    }
+    fn set_cursor_position<P: Into<Position>>(&mut self, position: P) -> std::io::Result<()> {
+        self.cursor = position.into();
+        self.inner.set_cursor_position(self.cursor)
+    }
+    fn clear(&mut self) -> std::io::Result<()> {
+        self.inner.clear()
+    }
+    fn clear_region(&mut self, clear_type: ClearType) -> std::io::Result<()> {
+        self.inner.clear_region(clear_type)
+    }
+    fn size(&self) -> std::io::Result<Size> {
+        size_of(&self.device).map(|r| r.as_size())
+    }
+    fn window_size(&mut self) -> std::io::Result<WindowSize> {
+        Ok(WindowSize {
+            columns_rows: self.size()?,
+            pixels: Size::default(),
+        })
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Backend::flush(&mut self.inner)
+    }
+}
+
 /// One display: the terminal, or plain lines once drawing failed.
 struct Screen {
     out: File,
-    term: Option<Terminal<TermionBackend<File>>>,
+    term: Option<Terminal<VtBackend>>,
     last_repaint: Instant,
 }
 
@@ -152,7 +204,12 @@ impl Screen {
             out,
         };
         s.out.write_all(VT_SETUP.as_bytes())?;
-        let backend = TermionBackend::new(s.out.try_clone()?);
+        let backend = VtBackend {
+            // One write per frame, not one per cell.
+            inner: TermionBackend::new(BufWriter::with_capacity(1 << 16, s.out.try_clone()?)),
+            device: s.out.try_clone()?,
+            cursor: Position::ORIGIN,
+        };
         s.term = Some(Terminal::with_options(
             backend,
             TerminalOptions {

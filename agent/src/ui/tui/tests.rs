@@ -207,3 +207,114 @@ fn tiny_and_empty_screens_do_not_panic() {
         }
     }
 }
+
+/// Everything a pseudo-terminal's master side reads, collected by a thread.
+struct Pty {
+    slave: String,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl Pty {
+    fn open(cols: u16, rows: u16) -> Pty {
+        use rustix::pty::{OpenptFlags, grantpt, openpt, ptsname, unlockpt};
+        let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY).unwrap();
+        grantpt(&master).unwrap();
+        unlockpt(&master).unwrap();
+        let slave = ptsname(&master, Vec::new()).unwrap();
+        let ws = rustix::termios::Winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        rustix::termios::tcsetwinsize(&master, ws).unwrap();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let s = seen.clone();
+        let mut master = std::fs::File::from(master);
+        std::thread::spawn(move || {
+            use std::io::Read;
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = master.read(&mut buf) {
+                s.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+        Pty {
+            slave: slave.into_string().unwrap(),
+            seen,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+
+    /// Waits (up to 5 s) until `needle` shows up in the output after byte `from`.
+    fn wait_for(&self, from: usize, needle: &str) -> usize {
+        for _ in 0..100 {
+            let seen = self.seen.lock().unwrap();
+            let text = String::from_utf8_lossy(&seen[from.min(seen.len())..]);
+            if let Some(at) = text.find(needle) {
+                return from + at;
+            }
+            drop(seen);
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let seen = self.seen.lock().unwrap();
+        panic!(
+            "{needle:?} not written after byte {from}: {:?}",
+            String::from_utf8_lossy(&seen[from.min(seen.len())..])
+        );
+    }
+}
+
+#[test]
+fn render_thread_draws_pauses_for_a_shell_and_resumes() {
+    use crate::events::Sink;
+    let pty = Pty::open(80, 25);
+    let (mut sink, handle) = super::start(&pty.slave, Level::Info).unwrap();
+    let displays = super::Displays::new(vec![(pty.slave.clone(), handle)]);
+    assert_eq!(displays.names(), [pty.slave.clone()]);
+    sink.record(&rec(
+        3000,
+        Event::ApprovalCode {
+            code: "K7M4QX".into(),
+            expires_in_s: 900,
+            server: "https://kiln.example:8443".into(),
+        },
+    ));
+    // Set-up (no blanking, cursor hidden), then the screen.
+    let setup = pty.wait_for(0, "\x1b[9;0]");
+    let header = pty.wait_for(setup, "KILN INSTALLER");
+    pty.wait_for(header, "K7M4QX");
+    pty.wait_for(header, "█");
+
+    // A shell on that console: the TUI restores it and stops drawing.
+    let paused = displays.hand_over(&pty.slave);
+    let restored = pty.wait_for(header, "\x1b[?25h");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let quiet_from = pty.len();
+    sink.record(&rec(4000, Event::info("meanwhile")));
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    assert_eq!(pty.len(), quiet_from, "drew while paused");
+    assert!(restored < quiet_from);
+
+    // Shell exited: set-up again and a full repaint including what came meanwhile.
+    drop(paused);
+    let again = pty.wait_for(quiet_from, "\x1b[9;0]");
+    // ratatui skips blank cells after a clear: look for one word.
+    pty.wait_for(again, "meanwhile");
+    pty.wait_for(again, "KILN INSTALLER");
+
+    // Another console's shell does not stop this TUI.
+    let other = displays.hand_over("/dev/ttyS0");
+    drop(other);
+}
+
+#[test]
+fn start_refuses_what_is_not_a_terminal_or_too_small() {
+    let err = super::start("/dev/null", Level::Info).err().unwrap();
+    assert!(format!("{err:#}").contains("/dev/null"), "{err:#}");
+    let pty = Pty::open(30, 10);
+    let err = super::start(&pty.slave, Level::Info).err().unwrap();
+    assert!(format!("{err:#}").contains("too small"), "{err:#}");
+}
