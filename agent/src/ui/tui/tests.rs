@@ -273,7 +273,7 @@ fn render_thread_draws_pauses_for_a_shell_and_resumes() {
     let pty = Pty::open(80, 25);
     let (mut sink, handle) = super::start(&pty.slave, Level::Info).unwrap();
     let displays = super::Displays::new(vec![(pty.slave.clone(), handle)]);
-    assert_eq!(displays.names(), [pty.slave.clone()]);
+    assert_eq!(displays.names(), std::slice::from_ref(&pty.slave));
     sink.record(&rec(
         3000,
         Event::ApprovalCode {
