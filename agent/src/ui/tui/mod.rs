@@ -9,6 +9,9 @@
 //! typing. If drawing fails or panics, the thread falls back to plain lines on that
 //! console. [`Displays::hand_over`] stops drawing while a rescue shell owns the console.
 //!
+//! Kernel messages would scroll the screen: while the TUI draws, they go to VT 2
+//! (`TIOCL_SETKMSGREDIRECT`) and still to serial consoles and dmesg.
+//!
 //! Backend: ratatui's termion backend writing to the VT device; the size comes from
 //! `TIOCGWINSZ` on that device (a fixed viewport, so nothing queries stdout).
 
@@ -183,9 +186,31 @@ impl Backend for VtBackend {
     }
 }
 
+/// The VT (numbered from 1) that gets the kernel's console messages while the TUI runs.
+const KMSG_VT: u8 = 2;
+
+/// Sends the kernel's console messages to VT `vt` (0: back to the foreground VT), so
+/// printk lines do not scroll the TUI away; they still reach the serial consoles, dmesg
+/// and that VT (Alt-F2). Needs CAP_SYS_ADMIN; `vt_fd` must be a VT.
+fn kmsg_redirect(vt_fd: &File, vt: u8) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    const TIOCL_SETKMSGREDIRECT: u8 = 11;
+    let mut arg = [TIOCL_SETKMSGREDIRECT, vt];
+    // SAFETY: TIOCLINUX with this subcode reads two bytes from `arg`, which outlives the
+    // call; the fd is open for the duration of the borrow.
+    let r = unsafe { libc::ioctl(vt_fd.as_raw_fd(), libc::TIOCLINUX, arg.as_mut_ptr()) };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// One display: the terminal, or plain lines once drawing failed.
 struct Screen {
     out: File,
+    /// The VT kernel messages are redirected to (kept open: it must stay allocated),
+    /// when the display is a VT and the redirection worked.
+    kmsg_vt: Option<File>,
     term: Option<Terminal<VtBackend>>,
     last_repaint: Instant,
 }
@@ -196,9 +221,17 @@ const VT_SETUP: &str = "\x1b%G\x1b[9;0]\x1b[14;0]\x1b[?25l\x1b[0m\x1b[2J";
 const VT_RESTORE: &str = "\x1b[0m\x1b[2J\x1b[H\x1b[?25h";
 
 impl Screen {
-    fn open(out: File) -> std::io::Result<Screen> {
+    fn open(out: File, tty: &str) -> std::io::Result<Screen> {
         let area = size_of(&out)?;
+        let is_vt =
+            crate::console::kind_of(tty.trim_start_matches("/dev/")) == crate::console::Kind::Vt;
+        // Opening the VT allocates it, which the redirection needs.
+        let kmsg_vt = is_vt
+            .then(|| std::fs::File::open(format!("/dev/tty{KMSG_VT}")).ok())
+            .flatten()
+            .filter(|_| kmsg_redirect(&out, KMSG_VT).is_ok());
         let mut s = Screen {
+            kmsg_vt,
             term: None,
             last_repaint: Instant::now(),
             out,
@@ -239,12 +272,18 @@ impl Screen {
         Ok(())
     }
 
-    /// Gives the console back (shell hand-over, fallback).
+    /// Gives the console back (shell hand-over, fallback), kernel messages included.
     fn restore(&mut self) {
+        if self.kmsg_vt.is_some() {
+            let _ = kmsg_redirect(&self.out, 0);
+        }
         let _ = self.out.write_all(VT_RESTORE.as_bytes());
     }
 
     fn resume(&mut self) {
+        if self.kmsg_vt.is_some() {
+            let _ = kmsg_redirect(&self.out, KMSG_VT);
+        }
         let _ = self.out.write_all(VT_SETUP.as_bytes());
         if let Some(term) = &mut self.term {
             // Forget what was on screen: the next draw writes every cell.
@@ -256,6 +295,7 @@ impl Screen {
     fn fall_back(&mut self, why: &str, state: &State) {
         self.term = None;
         self.restore();
+        self.kmsg_vt = None;
         let _ = writeln!(
             self.out,
             "kiln-agent: the TUI stopped ({why}); plain lines from here"
@@ -284,7 +324,7 @@ fn render_thread(out: File, rx: Receiver<Msg>, min_level: Level, tty: &str) {
     let mut state = State::new(min_level);
     let fallback = out.try_clone().ok();
     let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
-        let mut screen = match Screen::open(out) {
+        let mut screen = match Screen::open(out, tty) {
             Ok(s) => Some(s),
             Err(e) => {
                 if let Some(mut f) = fallback.as_ref().and_then(|f| f.try_clone().ok()) {
@@ -298,6 +338,7 @@ fn render_thread(out: File, rx: Receiver<Msg>, min_level: Level, tty: &str) {
     if outcome.is_err() {
         // Drawing panicked: plain lines on this console for the rest of the run.
         let Some(mut out) = fallback else { return };
+        let _ = kmsg_redirect(&out, 0);
         let _ = out.write_all(VT_RESTORE.as_bytes());
         let _ = writeln!(
             out,
