@@ -29,6 +29,27 @@ fn share(img: &ppm::Image, rows: std::ops::Range<usize>, want: impl Fn(&[u8]) ->
     px.filter(|p| want(p)).count() as f64 / n as f64
 }
 
+/// Types `text` and Enter on the guest's keyboard (QMP send-key; letters only).
+fn type_keys(g: &mut kiln_qemu_tests::Guest, text: &str) -> Result<()> {
+    for c in text
+        .chars()
+        .map(|c| c.to_string())
+        .chain(["ret".to_string()])
+    {
+        let key = serde_json::json!({ "keys": [{ "type": "qcode", "data": c }] });
+        g.qmp("send-key", key)?;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+/// Share of blue pixels on the top text row of a fresh screendump.
+fn header_blue(g: &mut kiln_qemu_tests::Guest, shot: &std::path::Path) -> Result<f64> {
+    g.screendump(shot)?;
+    let img = ppm::parse(&std::fs::read(shot)?)?;
+    Ok(share(&img, 0..1, |p| p[2] > 120 && p[0] < 80 && p[1] < 80))
+}
+
 fn tui(name: &str, firmware: Firmware, video: &str) -> Result<()> {
     let boot = Boot::Kernel {
         kernel: artifacts::bare_kernel()?,
@@ -82,7 +103,31 @@ fn tui(name: &str, firmware: Firmware, video: &str) -> Result<()> {
             grey * 100.0,
             shot.display()
         );
-        // The serial console got the lines the TUI's log shows, still plain.
+        // `shell` typed on the display's keyboard: the TUI steps aside for the shell...
+        type_keys(g, "shell")?;
+        g.expect("starting a shell on /dev/tty0", STEP)?;
+        std::thread::sleep(Duration::from_secs(2));
+        let during = header_blue(g, &shot.with_extension("shell.ppm"))?;
+        ensure!(
+            during < 0.1,
+            "the TUI header is still drawn while the shell runs ({:.0}% blue)",
+            during * 100.0
+        );
+        // ... and comes back when it exits.
+        type_keys(g, "exit")?;
+        g.expect("shell exited", STEP)?;
+        std::thread::sleep(Duration::from_secs(2));
+        let after = header_blue(g, &shot.with_extension("after-shell.ppm"))?;
+        eprintln!(
+            "SCREEN {name}: header {:.0}% blue during the shell, {:.0}% after",
+            during * 100.0,
+            after * 100.0
+        );
+        ensure!(
+            after > 0.5,
+            "the TUI did not come back after the shell ({:.0}% blue)",
+            after * 100.0
+        );
         g.type_line("poweroff")?;
         g.expect("poweroff: typed on /dev/ttyS0", STEP)?;
         ensure!(g.wait_exit(STEP)?.success(), "QEMU failed after power-off");
