@@ -16,10 +16,11 @@ pub mod power;
 pub mod reaper;
 pub mod signals;
 
-use crate::cmdline::{Parsed, Settings};
+use crate::cmdline::{Parsed, Settings, UiMode};
 use crate::console::{self, Consoles};
 use crate::events::{Event, Level, PowerAction, Reporter};
 use crate::ui::plain::PlainSink;
+use crate::ui::tui::Displays;
 use std::io::{BufRead, Write};
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
@@ -62,8 +63,9 @@ pub fn run() -> ! {
     } else {
         Level::Info
     };
+    let (displays, tui_failures) = start_tuis(&reporter, &cmdline.settings, &consoles, min_level);
     reporter.add_sink(Box::new(PlainSink::new(
-        open_consoles(&consoles),
+        open_consoles(&consoles, &displays.names()),
         min_level,
     )));
 
@@ -76,6 +78,9 @@ pub fn run() -> ! {
         consoles: consoles.names(),
         video: consoles.video.clone(),
     });
+    for text in tui_failures {
+        warn(&reporter, text);
+    }
     for f in mount_failures {
         reporter.emit(Event::MountFailed {
             target: f.target.into(),
@@ -107,7 +112,7 @@ pub fn run() -> ! {
         warn(&reporter, format!("cannot handle signals: {e}"));
     }
     for c in &consoles.list {
-        start_command_reader(reporter.clone(), &c.name);
+        start_command_reader(reporter.clone(), &c.name, displays.clone());
     }
 
     let ctx = Context {
@@ -232,10 +237,40 @@ fn console_stdio() {
     }
 }
 
-/// Opens every console for writing; falls back to /dev/console.
-fn open_consoles(consoles: &Consoles) -> Vec<Box<dyn Write + Send>> {
+/// Starts the TUI on each display console (a VT when the machine has video) unless
+/// `kiln.ui=plain`. A console whose TUI cannot start keeps plain lines.
+fn start_tuis(
+    reporter: &Reporter,
+    settings: &Settings,
+    consoles: &Consoles,
+    min_level: Level,
+) -> (Displays, Vec<String>) {
+    let mut started = Vec::new();
+    if settings.ui == UiMode::Plain || !consoles.display {
+        return (Displays::default(), Vec::new());
+    }
+    let mut failures = Vec::new();
+    for c in consoles.list.iter().filter(|c| c.kind == console::Kind::Vt) {
+        let tty = format!("/dev/{}", c.name);
+        match crate::ui::tui::start(&tty, min_level) {
+            Ok((sink, handle)) => {
+                reporter.add_sink(Box::new(sink));
+                started.push((tty, handle));
+            }
+            Err(e) => failures.push(format!("no TUI on {tty}, plain lines instead: {e:#}")),
+        }
+    }
+    (Displays::new(started), failures)
+}
+
+/// Opens every console for writing, except those in `skip` (device paths that show the
+/// TUI); falls back to /dev/console when nothing opened and no TUI runs.
+fn open_consoles(consoles: &Consoles, skip: &[String]) -> Vec<Box<dyn Write + Send>> {
     let mut outs: Vec<Box<dyn Write + Send>> = Vec::new();
     for c in &consoles.list {
+        if skip.contains(&format!("/dev/{}", c.name)) {
+            continue;
+        }
         if let Ok(f) = std::fs::OpenOptions::new()
             .write(true)
             .open(format!("/dev/{}", c.name))
@@ -243,7 +278,7 @@ fn open_consoles(consoles: &Consoles) -> Vec<Box<dyn Write + Send>> {
             outs.push(Box::new(f));
         }
     }
-    if outs.is_empty() {
+    if outs.is_empty() && skip.is_empty() {
         outs.push(Box::new(std::io::stdout()));
     }
     outs
@@ -269,7 +304,7 @@ pub fn parse_command(line: &str) -> Option<Command> {
     }
 }
 
-fn start_command_reader(reporter: Arc<Reporter>, name: &str) {
+fn start_command_reader(reporter: Arc<Reporter>, name: &str, displays: Displays) {
     let path = format!("/dev/{name}");
     let Ok(input) = std::fs::File::open(&path) else {
         return;
@@ -287,7 +322,7 @@ fn start_command_reader(reporter: Arc<Reporter>, name: &str) {
                         let err = power::act(&reporter, a, &format!("typed on {path}"));
                         warn(&reporter, err.to_string());
                     }
-                    Some(Command::Shell) => run_shell(&reporter, &path),
+                    Some(Command::Shell) => run_shell(&reporter, &path, &displays),
                     Some(Command::Help) | None => reporter.emit(Event::info(
                         "commands: reboot, poweroff, halt, shell (busybox sh on this console), help",
                     )),
@@ -296,7 +331,8 @@ fn start_command_reader(reporter: Arc<Reporter>, name: &str) {
         });
 }
 
-fn run_shell(reporter: &Reporter, tty: &str) {
+/// Runs a shell on `tty`; a TUI on that console stops drawing until the shell exits.
+fn run_shell(reporter: &Reporter, tty: &str, displays: &Displays) {
     let open = |w: bool| {
         std::fs::OpenOptions::new()
             .read(!w)
@@ -311,6 +347,7 @@ fn run_shell(reporter: &Reporter, tty: &str) {
     reporter.emit(Event::info(format!(
         "starting a shell on {tty}; exit to return"
     )));
+    let _tui_paused = displays.hand_over(tty);
     let spawned = reaper::spawn(
         std::process::Command::new("/bin/sh")
             .arg("-l")
