@@ -7,7 +7,7 @@
 //!   host's credentials) or `Bearer` (token from realm/service/scope, with the credentials when
 //!   configured). A 401 with a cached token (expired mid-pull) re-authenticates once.
 //! - Retries: connection errors, 408, 429 and 5xx, with exponential backoff and jitter,
-//!   honouring `Retry-After` (seconds).
+//!   honouring `Retry-After` (seconds or an HTTP-date, capped at `max_delay`).
 //! - Credentials and tokens never appear in `Debug`, `Display`, errors or events.
 
 use std::collections::HashMap;
@@ -258,11 +258,7 @@ pub fn backoff(policy: &RetryPolicy, attempt: u32, retry_after: Option<Duration>
 }
 
 fn retry_after(resp: &ureq::Response) -> Option<Duration> {
-    resp.header("retry-after")?
-        .trim()
-        .parse::<u64>()
-        .ok()
-        .map(Duration::from_secs)
+    crate::retry_after::parse(resp.header("retry-after")?, std::time::SystemTime::now())
 }
 
 /// A parsed `WWW-Authenticate` challenge.
