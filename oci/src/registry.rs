@@ -175,6 +175,8 @@ pub enum Body<'a> {
     Bytes(&'a [u8]),
     /// A file streamed from disk (blobs), reopened for each attempt.
     File(&'a std::path::Path),
+    /// `len` bytes of a file from `offset` (one chunk of a chunked upload).
+    FileRange(&'a std::path::Path, u64, u64),
 }
 
 /// The blocking registry client. Cheap to clone.
@@ -589,6 +591,15 @@ impl Client {
                     let len = f.metadata()?.len();
                     req.set("Content-Length", &len.to_string())
                         .send(std::io::BufReader::with_capacity(1 << 20, f))
+                }
+                Body::FileRange(p, offset, len) => {
+                    use std::io::{Read as _, Seek as _};
+                    let mut f = std::fs::File::open(p)
+                        .with_context(|| format!("opening {}", p.display()))?;
+                    f.seek(std::io::SeekFrom::Start(*offset))
+                        .with_context(|| format!("seeking {} to {offset}", p.display()))?;
+                    req.set("Content-Length", &len.to_string())
+                        .send(std::io::BufReader::with_capacity(1 << 20, f.take(*len)))
                 }
             };
             let failure = match result {

@@ -596,3 +596,71 @@ fn root_layer_streams_prefetch_next_layer_through_faults() {
     }
     assert_eq!(seen, img.image.layers.len());
 }
+
+#[test]
+#[ignore = "root: starts docker-registry and a fault proxy on 127.0.0.1"]
+fn root_chunked_push_patch_content_range_and_recovery_from_faults() {
+    use kiln_oci::push::{UploadMode, push_blob_with, push_manifest};
+    let reg = Registry::start(Auth::None);
+    // An odd size: the last chunk is short.
+    let img = test_image((5 << 20) + 12_345, Layer0Form::RawDisk);
+    let chunk = 1u64 << 20;
+    let push_via = |proxy: &FaultProxy, repo: &str| {
+        let client = client_for(&[&proxy.host()], None);
+        let r = reference(&proxy.host(), &format!("{repo}:v1"));
+        for b in img.image.layers.iter().chain([&img.image.config]) {
+            push_blob_with(&client, &r, &b.path, &b.digest, UploadMode::Chunked(chunk))
+                .expect("chunked push");
+        }
+        push_manifest(
+            &client,
+            &r,
+            &img.image.manifest,
+            kiln_oci::builder::MANIFEST_MEDIA_TYPE,
+        )
+        .unwrap();
+    };
+    let blobs: Vec<u64> = img
+        .image
+        .layers
+        .iter()
+        .chain([&img.image.config])
+        .map(|b| b.size)
+        .collect();
+    let chunks: u32 = blobs.iter().map(|s| s.div_ceil(chunk) as u32).sum();
+
+    // Clean: exactly one PATCH per chunk, one final PUT per blob.
+    let clean = FaultProxy::start(reg.port, FaultPlan::default());
+    push_via(&clean, "kiln/chunked");
+    clean.stats(|s| {
+        assert_eq!(
+            (s.patches, s.final_puts),
+            (chunks, blobs.len() as u32),
+            "PATCH per chunk, PUT per blob"
+        )
+    });
+    let direct = client_for(&[&reg.host()], None);
+    pull_and_compare(&direct, &reference(&reg.host(), "kiln/chunked:v1"), &img);
+
+    // Faults: 503 then 429 on the first request of every path (POST, each PATCH URL, PUT),
+    // and the first PATCH cut after half its body reached the registry.
+    let faulty = FaultProxy::start(
+        reg.port,
+        FaultPlan {
+            statuses: vec![503, 429],
+            cut_patches: 1,
+            ..Default::default()
+        },
+    );
+    push_via(&faulty, "kiln/chunked-faults");
+    faulty.stats(|s| {
+        assert_eq!(s.patches_cut, 1);
+        assert!(s.statuses >= 4, "{} statuses", s.statuses);
+        assert!(s.patches > chunks, "{} patches", s.patches);
+    });
+    pull_and_compare(
+        &direct,
+        &reference(&reg.host(), "kiln/chunked-faults:v1"),
+        &img,
+    );
+}

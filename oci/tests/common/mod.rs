@@ -310,6 +310,9 @@ pub struct FaultPlan {
     pub flip: Option<String>,
     /// Answer blob GETs with a 307 redirect to the same path on this port (blob storage).
     pub redirect_blobs_to: Option<u16>,
+    /// The first this-many upload PATCHes reach the registry with half their body, then the
+    /// connection is cut both ways.
+    pub cut_patches: u32,
 }
 
 #[derive(Default)]
@@ -326,6 +329,9 @@ pub struct ProxyStats {
     pub statuses: u32,
     pub flips: u32,
     pub requests: u32,
+    pub patches: u32,
+    pub patches_cut: u32,
+    pub final_puts: u32,
 }
 
 struct Shared {
@@ -473,6 +479,20 @@ fn handle(client: TcpStream, upstream: u16, shared: &Mutex<Shared>) -> std::io::
         .unwrap_or(0);
     let mut body = Vec::new();
     (&mut client_r).take(body_len).read_to_end(&mut body)?;
+    let cut_patch = {
+        let mut sh = shared.lock().unwrap();
+        if method == "PATCH" {
+            sh.stats.patches += 1;
+        }
+        if method == "PUT" && path.contains("/blobs/uploads/") {
+            sh.stats.final_puts += 1;
+        }
+        let cut = method == "PATCH" && sh.stats.patches_cut < sh.plan.cut_patches;
+        if cut {
+            sh.stats.patches_cut += 1;
+        }
+        cut
+    };
 
     if let (Some(port), Some(_)) = (shared.lock().unwrap().plan.redirect_blobs_to, &blob) {
         let target = head[0].split(' ').nth(1).unwrap_or("");
@@ -507,6 +527,13 @@ fn handle(client: TcpStream, upstream: u16, shared: &Mutex<Shared>) -> std::io::
     }
     req.push_str("Connection: close\r\n\r\n");
     up.write_all(req.as_bytes())?;
+    if cut_patch {
+        up.write_all(&body[..body.len() / 2])?;
+        up.flush()?;
+        std::thread::sleep(Duration::from_millis(100));
+        let _ = up.shutdown(Shutdown::Both);
+        return client_w.shutdown(Shutdown::Both);
+    }
     up.write_all(&body)?;
     let mut up_r = BufReader::new(up);
     let resp_head = read_head(&mut up_r)?;
