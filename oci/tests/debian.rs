@@ -166,12 +166,14 @@ fn root_debian_image_every_layer_through_three_cuts_flip_and_truncation() {
         },
     );
     let client = client_for(&[&proxy.host()], None);
+    let manifest = resolved.reference.digest().unwrap().clone();
+    let via = |p: &FaultProxy| -> Reference {
+        format!("{}/kiln/debian@{manifest}", p.host())
+            .parse()
+            .unwrap()
+    };
     let mut blob = client
-        .open_blob(
-            &r.with_digest(resolved.reference.digest().unwrap().clone()),
-            &target.digest,
-            target.size,
-        )
+        .open_blob(&via(&proxy), &target.digest, target.size)
         .unwrap();
     let err = std::io::copy(&mut blob, &mut std::io::sink()).unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::InvalidData, "{err}");
@@ -202,7 +204,7 @@ fn root_debian_image_every_layer_through_three_cuts_flip_and_truncation() {
         },
     );
     let client = client_for(&[&proxy.host()], None);
-    let pinned = r.with_digest(resolved.reference.digest().unwrap().clone());
+    let pinned = via(&proxy);
     for (i, l) in resolved.layers.iter().enumerate() {
         let res = client
             .open_blob(&pinned, &l.digest, l.size)
