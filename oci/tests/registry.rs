@@ -664,3 +664,106 @@ fn root_chunked_push_patch_content_range_and_recovery_from_faults() {
         &img,
     );
 }
+
+#[test]
+#[ignore = "root: starts docker-registry (TLS and plain HTTP) and an HTTP proxy on 127.0.0.1"]
+fn root_http_proxy_connect_tunnel_absolute_form_no_proxy_and_credentials() {
+    use kiln_oci::proxy::ProxyConfig;
+    use kiln_oci::registry::{ClientConfig, HostConfig};
+    const AUTH: (&str, &str) = ("kiln", "proxy-pw");
+    let proxy = HttpProxy::start(Some(AUTH));
+    let img = test_image(2 << 20, Layer0Form::RawDisk);
+
+    // HTTPS registry through a CONNECT tunnel (TLS end to end, checked with the custom CA).
+    let pki_dir = tempfile::tempdir().unwrap();
+    let pki = make_pki(pki_dir.path());
+    let tls = Registry::start_with(Auth::None, Some((&pki.cert, &pki.key)));
+    let tls_client = |proxy_config: ProxyConfig| {
+        let mut config = ClientConfig::default();
+        config.retry.max_attempts = 2;
+        config.proxy = proxy_config;
+        config.hosts.insert(
+            tls.host(),
+            HostConfig {
+                ca_file: Some(pki.ca.clone()),
+                ..Default::default()
+            },
+        );
+        Client::new(config)
+    };
+    let via_proxy = ProxyConfig {
+        https: Some(proxy.url(Some(AUTH))),
+        http: Some(proxy.url(Some(AUTH))),
+        no_proxy: vec![],
+    };
+    let client = tls_client(via_proxy.clone());
+    assert!(!format!("{client:?}").contains("proxy-pw"));
+    let r = reference(&tls.host(), "kiln/proxied:v1");
+    img.image.push(&client, &r).expect("push through CONNECT");
+    pull_and_compare(&client, &r, &img);
+    assert!(
+        proxy
+            .tunnels
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|t| *t == tls.host())
+            && !proxy.tunnels.lock().unwrap().is_empty(),
+        "{:?}",
+        proxy.tunnels.lock().unwrap()
+    );
+
+    // Plain-HTTP registry through absolute-form requests.
+    let plain = Registry::start(Auth::None);
+    let mut config = client_for(&[&plain.host()], None).config().clone();
+    config.proxy = via_proxy.clone();
+    let client = Client::new(config.clone());
+    let r = reference(&plain.host(), "kiln/proxied:v1");
+    img.image.push(&client, &r).expect("push through the proxy");
+    pull_and_compare(&client, &r, &img);
+    let forwards = proxy.forwards.lock().unwrap().clone();
+    assert!(
+        forwards.iter().any(|f| f.starts_with(&format!(
+            "GET http://{}/v2/kiln/proxied/blobs/",
+            plain.host()
+        ))),
+        "{forwards:?}"
+    );
+
+    // NO_PROXY: straight to the registry, the proxy sees nothing.
+    let (t0, f0) = (
+        proxy.tunnels.lock().unwrap().len(),
+        proxy.forwards.lock().unwrap().len(),
+    );
+    config.proxy.no_proxy = vec!["127.0.0.1".into()];
+    pull_and_compare(&Client::new(config), &r, &img);
+    let direct = tls_client(ProxyConfig {
+        no_proxy: vec![tls.host()],
+        ..via_proxy.clone()
+    });
+    pull_and_compare(&direct, &reference(&tls.host(), "kiln/proxied:v1"), &img);
+    assert_eq!(
+        (
+            proxy.tunnels.lock().unwrap().len(),
+            proxy.forwards.lock().unwrap().len()
+        ),
+        (t0, f0)
+    );
+
+    // Wrong proxy credentials: refused by the proxy, never printed.
+    let bad = tls_client(ProxyConfig {
+        https: Some(proxy.url(Some(("kiln", "wrong-pw")))),
+        ..Default::default()
+    });
+    let err = format!(
+        "{:#}",
+        bad.resolve(
+            &reference(&tls.host(), "kiln/proxied:v1"),
+            &Platform::current()
+        )
+        .unwrap_err()
+    );
+    assert!(!err.contains("wrong-pw"), "{err}");
+    assert!(err.to_lowercase().contains("proxy"), "{err}");
+    assert!(*proxy.refused.lock().unwrap() >= 1);
+}

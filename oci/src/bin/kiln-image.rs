@@ -147,7 +147,11 @@ impl RegistryArgs {
             }),
             None => None,
         };
-        let mut config = ClientConfig::default();
+        let mut config = ClientConfig {
+            proxy: kiln_oci::proxy::ProxyConfig::from_env(),
+            ..Default::default()
+        };
+        config.proxy.validate()?;
         config.hosts.insert(
             reference.registry().to_owned(),
             HostConfig {
