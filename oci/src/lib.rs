@@ -3,7 +3,8 @@
 //! - [`format`]: media types, layer-0 forms, settings from annotations, platform selection.
 //! - [`compression`], [`single_file_tar`]: `Read` adapters turning layer 0 into disk bytes.
 //! - [`reference`]: image references with Docker's defaults.
-//! - [`registry`]: the blocking registry client (auth, retries, mirrors, resume).
+//! - [`registry`]: the blocking registry client (auth, retries, mirrors, resume);
+//!   [`retry_after`]: `Retry-After` in seconds or as an HTTP-date; [`proxy`]: HTTP(S) proxies.
 //! - [`blob`]: the verified, resumable blob stream; [`prefetch`]: download-ahead;
 //!   [`pull`]: all layers as streams, the next one prefetching.
 //! - [`push`], [`layout`], [`builder`]: writing images (used by `kiln-image`).
@@ -16,8 +17,10 @@ pub mod format;
 pub mod layout;
 pub mod prefetch;
 pub mod progress;
+pub mod proxy;
 pub mod pull;
 pub mod push;
 pub mod reference;
 pub mod registry;
+pub mod retry_after;
 pub mod single_file_tar;

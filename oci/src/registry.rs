@@ -7,7 +7,7 @@
 //!   host's credentials) or `Bearer` (token from realm/service/scope, with the credentials when
 //!   configured). A 401 with a cached token (expired mid-pull) re-authenticates once.
 //! - Retries: connection errors, 408, 429 and 5xx, with exponential backoff and jitter,
-//!   honouring `Retry-After` (seconds).
+//!   honouring `Retry-After` (seconds or an HTTP-date, capped at `max_delay`).
 //! - Credentials and tokens never appear in `Debug`, `Display`, errors or events.
 
 use std::collections::HashMap;
@@ -120,6 +120,9 @@ pub struct ClientConfig {
     pub connect_timeout: Duration,
     /// Longest wait for a byte before the connection counts as cut.
     pub read_timeout: Duration,
+    /// HTTP(S) proxies (none by default; [`crate::proxy::ProxyConfig::from_env`] reads
+    /// `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY`).
+    pub proxy: crate::proxy::ProxyConfig,
 }
 
 impl Default for ClientConfig {
@@ -129,6 +132,7 @@ impl Default for ClientConfig {
             retry: RetryPolicy::default(),
             connect_timeout: Duration::from_secs(15),
             read_timeout: Duration::from_secs(60),
+            proxy: Default::default(),
         }
     }
 }
@@ -175,7 +179,12 @@ pub enum Body<'a> {
     Bytes(&'a [u8]),
     /// A file streamed from disk (blobs), reopened for each attempt.
     File(&'a std::path::Path),
+    /// `len` bytes of a file from `offset` (one chunk of a chunked upload).
+    FileRange(&'a std::path::Path, u64, u64),
 }
+
+/// Agents are shared per (CA file, proxy URL).
+type AgentKey = (Option<PathBuf>, Option<String>);
 
 /// The blocking registry client. Cheap to clone.
 #[derive(Clone)]
@@ -185,7 +194,7 @@ pub struct Client {
 
 struct Inner {
     config: ClientConfig,
-    agents: Mutex<HashMap<Option<PathBuf>, ureq::Agent>>,
+    agents: Mutex<HashMap<AgentKey, ureq::Agent>>,
     /// Authorization header values by `host scope`.
     auth: Mutex<HashMap<String, Secret>>,
 }
@@ -258,11 +267,7 @@ pub fn backoff(policy: &RetryPolicy, attempt: u32, retry_after: Option<Duration>
 }
 
 fn retry_after(resp: &ureq::Response) -> Option<Duration> {
-    resp.header("retry-after")?
-        .trim()
-        .parse::<u64>()
-        .ok()
-        .map(Duration::from_secs)
+    crate::retry_after::parse(resp.header("retry-after")?, std::time::SystemTime::now())
 }
 
 /// A parsed `WWW-Authenticate` challenge.
@@ -408,10 +413,25 @@ impl Client {
         eps
     }
 
-    fn agent(&self, host: &str) -> Result<ureq::Agent> {
+    /// The agent for a registry endpoint.
+    fn agent(&self, ep: &Endpoint) -> Result<ureq::Agent> {
+        self.agent_to(&ep.host, ep.scheme, &ep.host)
+    }
+
+    /// The agent for a connection to `target` over `scheme` on behalf of registry `host` (its
+    /// CA file; the proxy chosen for `target`). Redirect targets (blob storage) reuse the
+    /// registry's agent, hence its proxy choice.
+    fn agent_to(&self, host: &str, scheme: &str, target: &str) -> Result<ureq::Agent> {
         let ca = self.host(host).ca_file;
+        let proxy = self
+            .inner
+            .config
+            .proxy
+            .proxy_for(scheme, target)
+            .map(str::to_owned);
+        let key = (ca.clone(), proxy.clone());
         let mut agents = self.inner.agents.lock().expect("agent cache lock");
-        if let Some(a) = agents.get(&ca) {
+        if let Some(a) = agents.get(&key) {
             return Ok(a.clone());
         }
         let mut roots = rustls::RootCertStore {
@@ -443,7 +463,18 @@ impl Client {
         .with_root_certificates(roots)
         .with_no_client_auth();
         let cfg = &self.inner.config;
-        let agent = ureq::AgentBuilder::new()
+        let mut builder = ureq::AgentBuilder::new();
+        if let Some(url) = &proxy {
+            cfg.proxy.validate()?;
+            builder = builder.proxy(ureq::Proxy::new(url).map_err(|e| {
+                anyhow!(
+                    "proxy {} for {target}: {}",
+                    crate::proxy::redact(url),
+                    e.kind()
+                )
+            })?);
+        }
+        let agent = builder
             .tls_config(Arc::new(tls))
             .timeout_connect(cfg.connect_timeout)
             .timeout_read(cfg.read_timeout)
@@ -451,7 +482,7 @@ impl Client {
             .redirect_auth_headers(ureq::RedirectAuthHeaders::SameHost)
             .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
             .build();
-        agents.insert(ca, agent.clone());
+        agents.insert(key, agent.clone());
         Ok(agent)
     }
 
@@ -478,7 +509,16 @@ impl Client {
                     .params
                     .get("realm")
                     .ok_or_else(|| anyhow!("{}: Bearer challenge without realm", ep.host))?;
-                let agent = self.agent(&ep.host)?;
+                let (realm_scheme, realm_host) = realm
+                    .split_once("://")
+                    .map(|(s, rest)| (s, rest.split(['/', '?']).next().unwrap_or("")))
+                    .unwrap_or(("https", ""));
+                let realm_scheme = if realm_scheme == "http" {
+                    "http"
+                } else {
+                    "https"
+                };
+                let agent = self.agent_to(&ep.host, realm_scheme, realm_host)?;
                 let mut last = String::new();
                 for attempt in 1..=self.inner.config.retry.max_attempts {
                     let mut req = agent.get(realm);
@@ -563,7 +603,7 @@ impl Client {
         body: Body<'_>,
         pass: &[u16],
     ) -> Result<ureq::Response> {
-        let agent = self.agent(&ep.host)?;
+        let agent = self.agent(ep)?;
         let policy = self.inner.config.retry.clone();
         let key = Self::auth_key(ep, scope);
         let mut reauthed = false;
@@ -573,6 +613,18 @@ impl Client {
             let mut req = agent.request(method, url);
             for (k, v) in headers {
                 req = req.set(k, v);
+            }
+            // ureq sends proxy credentials on CONNECT only; absolute-form requests to a
+            // plain-HTTP registry through the proxy carry them here.
+            if ep.scheme == "http"
+                && let Some(auth) = self
+                    .inner
+                    .config
+                    .proxy
+                    .proxy_for(ep.scheme, &ep.host)
+                    .and_then(crate::proxy::authorization)
+            {
+                req = req.set("Proxy-Authorization", &auth);
             }
             let had_auth = {
                 let auth = self.inner.auth.lock().expect("auth lock");
@@ -593,6 +645,15 @@ impl Client {
                     let len = f.metadata()?.len();
                     req.set("Content-Length", &len.to_string())
                         .send(std::io::BufReader::with_capacity(1 << 20, f))
+                }
+                Body::FileRange(p, offset, len) => {
+                    use std::io::{Read as _, Seek as _};
+                    let mut f = std::fs::File::open(p)
+                        .with_context(|| format!("opening {}", p.display()))?;
+                    f.seek(std::io::SeekFrom::Start(*offset))
+                        .with_context(|| format!("seeking {} to {offset}", p.display()))?;
+                    req.set("Content-Length", &len.to_string())
+                        .send(std::io::BufReader::with_capacity(1 << 20, f.take(*len)))
                 }
             };
             let failure = match result {

@@ -596,3 +596,174 @@ fn root_layer_streams_prefetch_next_layer_through_faults() {
     }
     assert_eq!(seen, img.image.layers.len());
 }
+
+#[test]
+#[ignore = "root: starts docker-registry and a fault proxy on 127.0.0.1"]
+fn root_chunked_push_patch_content_range_and_recovery_from_faults() {
+    use kiln_oci::push::{UploadMode, push_blob_with, push_manifest};
+    let reg = Registry::start(Auth::None);
+    // An odd size: the last chunk is short.
+    let img = test_image((5 << 20) + 12_345, Layer0Form::RawDisk);
+    let chunk = 1u64 << 20;
+    let push_via = |proxy: &FaultProxy, repo: &str| {
+        let client = client_for(&[&proxy.host()], None);
+        let r = reference(&proxy.host(), &format!("{repo}:v1"));
+        for b in img.image.layers.iter().chain([&img.image.config]) {
+            push_blob_with(&client, &r, &b.path, &b.digest, UploadMode::Chunked(chunk))
+                .expect("chunked push");
+        }
+        push_manifest(
+            &client,
+            &r,
+            &img.image.manifest,
+            kiln_oci::builder::MANIFEST_MEDIA_TYPE,
+        )
+        .unwrap();
+    };
+    let blobs: Vec<u64> = img
+        .image
+        .layers
+        .iter()
+        .chain([&img.image.config])
+        .map(|b| b.size)
+        .collect();
+    let chunks: u32 = blobs.iter().map(|s| s.div_ceil(chunk) as u32).sum();
+
+    // Clean: exactly one PATCH per chunk, one final PUT per blob.
+    let clean = FaultProxy::start(reg.port, FaultPlan::default());
+    push_via(&clean, "kiln/chunked");
+    clean.stats(|s| {
+        assert_eq!(
+            (s.patches, s.final_puts),
+            (chunks, blobs.len() as u32),
+            "PATCH per chunk, PUT per blob"
+        )
+    });
+    let direct = client_for(&[&reg.host()], None);
+    pull_and_compare(&direct, &reference(&reg.host(), "kiln/chunked:v1"), &img);
+
+    // Faults: 503 then 429 on the first request of every path (POST, each PATCH URL, PUT),
+    // and the first PATCH cut after half its body reached the registry.
+    let faulty = FaultProxy::start(
+        reg.port,
+        FaultPlan {
+            statuses: vec![503, 429],
+            cut_patches: 1,
+            ..Default::default()
+        },
+    );
+    push_via(&faulty, "kiln/chunked-faults");
+    faulty.stats(|s| {
+        assert_eq!(s.patches_cut, 1);
+        assert!(s.statuses >= 4, "{} statuses", s.statuses);
+        assert!(s.patches > chunks, "{} patches", s.patches);
+    });
+    pull_and_compare(
+        &direct,
+        &reference(&reg.host(), "kiln/chunked-faults:v1"),
+        &img,
+    );
+}
+
+#[test]
+#[ignore = "root: starts docker-registry (TLS and plain HTTP) and an HTTP proxy on 127.0.0.1"]
+fn root_http_proxy_connect_tunnel_absolute_form_no_proxy_and_credentials() {
+    use kiln_oci::proxy::ProxyConfig;
+    use kiln_oci::registry::{ClientConfig, HostConfig};
+    const AUTH: (&str, &str) = ("kiln", "proxy-pw");
+    let proxy = HttpProxy::start(Some(AUTH));
+    let img = test_image(2 << 20, Layer0Form::RawDisk);
+
+    // HTTPS registry through a CONNECT tunnel (TLS end to end, checked with the custom CA).
+    let pki_dir = tempfile::tempdir().unwrap();
+    let pki = make_pki(pki_dir.path());
+    let tls = Registry::start_with(Auth::None, Some((&pki.cert, &pki.key)));
+    let tls_client = |proxy_config: ProxyConfig| {
+        let mut config = ClientConfig::default();
+        config.retry.max_attempts = 2;
+        config.proxy = proxy_config;
+        config.hosts.insert(
+            tls.host(),
+            HostConfig {
+                ca_file: Some(pki.ca.clone()),
+                ..Default::default()
+            },
+        );
+        Client::new(config)
+    };
+    let via_proxy = ProxyConfig {
+        https: Some(proxy.url(Some(AUTH))),
+        http: Some(proxy.url(Some(AUTH))),
+        no_proxy: vec![],
+    };
+    let client = tls_client(via_proxy.clone());
+    assert!(!format!("{client:?}").contains("proxy-pw"));
+    let r = reference(&tls.host(), "kiln/proxied:v1");
+    img.image.push(&client, &r).expect("push through CONNECT");
+    pull_and_compare(&client, &r, &img);
+    assert!(
+        proxy
+            .tunnels
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|t| *t == tls.host())
+            && !proxy.tunnels.lock().unwrap().is_empty(),
+        "{:?}",
+        proxy.tunnels.lock().unwrap()
+    );
+
+    // Plain-HTTP registry through absolute-form requests.
+    let plain = Registry::start(Auth::None);
+    let mut config = client_for(&[&plain.host()], None).config().clone();
+    config.proxy = via_proxy.clone();
+    let client = Client::new(config.clone());
+    let r = reference(&plain.host(), "kiln/proxied:v1");
+    img.image.push(&client, &r).expect("push through the proxy");
+    pull_and_compare(&client, &r, &img);
+    let forwards = proxy.forwards.lock().unwrap().clone();
+    assert!(
+        forwards.iter().any(|f| f.starts_with(&format!(
+            "GET http://{}/v2/kiln/proxied/blobs/",
+            plain.host()
+        ))),
+        "{forwards:?}"
+    );
+
+    // NO_PROXY: straight to the registry, the proxy sees nothing.
+    let (t0, f0) = (
+        proxy.tunnels.lock().unwrap().len(),
+        proxy.forwards.lock().unwrap().len(),
+    );
+    config.proxy.no_proxy = vec!["127.0.0.1".into()];
+    pull_and_compare(&Client::new(config), &r, &img);
+    let direct = tls_client(ProxyConfig {
+        no_proxy: vec![tls.host()],
+        ..via_proxy.clone()
+    });
+    pull_and_compare(&direct, &reference(&tls.host(), "kiln/proxied:v1"), &img);
+    assert_eq!(
+        (
+            proxy.tunnels.lock().unwrap().len(),
+            proxy.forwards.lock().unwrap().len()
+        ),
+        (t0, f0)
+    );
+
+    // Wrong proxy credentials: refused by the proxy, never printed.
+    let bad = tls_client(ProxyConfig {
+        https: Some(proxy.url(Some(("kiln", "wrong-pw")))),
+        ..Default::default()
+    });
+    let err = format!(
+        "{:#}",
+        bad.resolve(
+            &reference(&tls.host(), "kiln/proxied:v1"),
+            &Platform::current()
+        )
+        .unwrap_err()
+    );
+    assert!(!err.contains("wrong-pw"), "{err}");
+    assert!(err.to_lowercase().contains("proxy"), "{err}");
+    assert!(*proxy.refused.lock().unwrap() >= 1);
+}

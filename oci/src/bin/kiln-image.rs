@@ -29,6 +29,19 @@ enum Command {
         #[command(flatten)]
         registry: RegistryArgs,
     },
+    /// Push an image from an OCI layout directory (as `build --oci-dir` writes it).
+    Push {
+        /// OCI layout directory.
+        #[arg(long)]
+        oci_dir: PathBuf,
+        /// Tag inside the layout (default: its only manifest).
+        #[arg(long)]
+        tag: Option<String>,
+        /// Destination reference, e.g. 127.0.0.1:5000/kiln/debian:12.
+        reference: String,
+        #[command(flatten)]
+        registry: RegistryArgs,
+    },
     /// Pull every layer blob (verified) into a directory, or discard it (benchmarks).
     Pull {
         /// Image reference.
@@ -134,7 +147,11 @@ impl RegistryArgs {
             }),
             None => None,
         };
-        let mut config = ClientConfig::default();
+        let mut config = ClientConfig {
+            proxy: kiln_oci::proxy::ProxyConfig::from_env(),
+            ..Default::default()
+        };
+        config.proxy.validate()?;
         config.hosts.insert(
             reference.registry().to_owned(),
             HostConfig {
@@ -301,6 +318,20 @@ fn main() -> Result<()> {
                     "layers": layers,
                 }))?
             );
+            Ok(())
+        }
+        Command::Push {
+            oci_dir,
+            tag,
+            reference,
+            registry,
+        } => {
+            let image = kiln_oci::layout::read_image(&oci_dir, tag.as_deref())?;
+            let reference = parse_ref(&reference)?;
+            let d = image
+                .push(&registry.client(&reference)?, &reference)
+                .with_context(|| format!("pushing {} to {reference}", oci_dir.display()))?;
+            println!("{reference} {d}");
             Ok(())
         }
         Command::Pull {

@@ -310,6 +310,9 @@ pub struct FaultPlan {
     pub flip: Option<String>,
     /// Answer blob GETs with a 307 redirect to the same path on this port (blob storage).
     pub redirect_blobs_to: Option<u16>,
+    /// The first this-many upload PATCHes reach the registry with half their body, then the
+    /// connection is cut both ways.
+    pub cut_patches: u32,
 }
 
 #[derive(Default)]
@@ -326,6 +329,9 @@ pub struct ProxyStats {
     pub statuses: u32,
     pub flips: u32,
     pub requests: u32,
+    pub patches: u32,
+    pub patches_cut: u32,
+    pub final_puts: u32,
 }
 
 struct Shared {
@@ -473,6 +479,20 @@ fn handle(client: TcpStream, upstream: u16, shared: &Mutex<Shared>) -> std::io::
         .unwrap_or(0);
     let mut body = Vec::new();
     (&mut client_r).take(body_len).read_to_end(&mut body)?;
+    let cut_patch = {
+        let mut sh = shared.lock().unwrap();
+        if method == "PATCH" {
+            sh.stats.patches += 1;
+        }
+        if method == "PUT" && path.contains("/blobs/uploads/") {
+            sh.stats.final_puts += 1;
+        }
+        let cut = method == "PATCH" && sh.stats.patches_cut < sh.plan.cut_patches;
+        if cut {
+            sh.stats.patches_cut += 1;
+        }
+        cut
+    };
 
     if let (Some(port), Some(_)) = (shared.lock().unwrap().plan.redirect_blobs_to, &blob) {
         let target = head[0].split(' ').nth(1).unwrap_or("");
@@ -507,6 +527,13 @@ fn handle(client: TcpStream, upstream: u16, shared: &Mutex<Shared>) -> std::io::
     }
     req.push_str("Connection: close\r\n\r\n");
     up.write_all(req.as_bytes())?;
+    if cut_patch {
+        up.write_all(&body[..body.len() / 2])?;
+        up.flush()?;
+        std::thread::sleep(Duration::from_millis(100));
+        let _ = up.shutdown(Shutdown::Both);
+        return client_w.shutdown(Shutdown::Both);
+    }
     up.write_all(&body)?;
     let mut up_r = BufReader::new(up);
     let resp_head = read_head(&mut up_r)?;
@@ -753,6 +780,159 @@ impl TokenServer {
 }
 
 impl Drop for TokenServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A small HTTP proxy on 127.0.0.1: `CONNECT host:port` tunnels (HTTPS registries) and
+/// absolute-form requests (`GET http://host:port/path`, plain-HTTP registries), optionally
+/// requiring `Proxy-Authorization: Basic`. Counts what it carried.
+pub struct HttpProxy {
+    pub port: u16,
+    pub tunnels: Arc<Mutex<Vec<String>>>,
+    pub forwards: Arc<Mutex<Vec<String>>>,
+    pub refused: Arc<Mutex<u32>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+fn pipe_both(a: TcpStream, b: TcpStream) {
+    let (mut a_r, mut b_w) = (a.try_clone().unwrap(), b.try_clone().unwrap());
+    let t = std::thread::spawn(move || {
+        let _ = std::io::copy(&mut a_r, &mut b_w);
+        let _ = b_w.shutdown(Shutdown::Write);
+    });
+    let (mut b_r, mut a_w) = (b, a);
+    let _ = std::io::copy(&mut b_r, &mut a_w);
+    let _ = a_w.shutdown(Shutdown::Write);
+    let _ = t.join();
+}
+
+impl HttpProxy {
+    /// `auth`: `Some((user, password))` to require Basic proxy credentials.
+    pub fn start(auth: Option<(&str, &str)>) -> Self {
+        use base64::Engine as _;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        listener.set_nonblocking(true).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let tunnels = Arc::new(Mutex::new(Vec::new()));
+        let forwards = Arc::new(Mutex::new(Vec::new()));
+        let refused = Arc::new(Mutex::new(0));
+        let expected = auth.map(|(u, p)| {
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))
+            )
+        });
+        let (s, tu, fw, rf) = (
+            stop.clone(),
+            tunnels.clone(),
+            forwards.clone(),
+            refused.clone(),
+        );
+        let thread = std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                let Ok((conn, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                };
+                conn.set_nonblocking(false).unwrap();
+                let (tu, fw, rf, expected) = (tu.clone(), fw.clone(), rf.clone(), expected.clone());
+                std::thread::spawn(move || {
+                    let mut r = BufReader::new(conn.try_clone().unwrap());
+                    let mut w = conn;
+                    let Ok(head) = read_head(&mut r) else { return };
+                    let mut parts = head[0].split(' ');
+                    let (method, target) = (
+                        parts.next().unwrap_or("").to_owned(),
+                        parts.next().unwrap_or("").to_owned(),
+                    );
+                    // The scheme is case-insensitive (ureq sends `basic`).
+                    let given = header(&head, "proxy-authorization")
+                        .and_then(|v| v.split_once(' '))
+                        .map(|(_, token)| format!("Basic {}", token.trim()));
+                    let given_ok = header(&head, "proxy-authorization")
+                        .and_then(|v| v.split_once(' '))
+                        .is_some_and(|(scheme, _)| scheme.eq_ignore_ascii_case("basic"));
+                    if expected.is_some() && (!given_ok || given != expected) {
+                        *rf.lock().unwrap() += 1;
+                        let _ = w.write_all(b"HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm=\"kiln-test\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                        return;
+                    }
+                    if method == "CONNECT" {
+                        let Ok(up) = TcpStream::connect(target.as_str()) else {
+                            let _ = w.write_all(
+                                b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n",
+                            );
+                            return;
+                        };
+                        tu.lock().unwrap().push(target);
+                        let _ = w.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n");
+                        // Bytes the client sent after the head are in `r`'s buffer.
+                        let buffered = r.buffer().to_vec();
+                        let mut up_w = up.try_clone().unwrap();
+                        let _ = up_w.write_all(&buffered);
+                        pipe_both(w, up);
+                        return;
+                    }
+                    // Absolute form: http://host:port/path → origin form to host:port.
+                    let Some(rest) = target.strip_prefix("http://") else {
+                        let _ =
+                            w.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
+                        return;
+                    };
+                    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+                    let Ok(mut up) = TcpStream::connect(authority) else {
+                        let _ =
+                            w.write_all(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n");
+                        return;
+                    };
+                    fw.lock().unwrap().push(format!("{method} {target}"));
+                    let mut req = format!(
+                        "{method} {} HTTP/1.1\r\n",
+                        if path.is_empty() { "/" } else { path }
+                    );
+                    for l in head.iter().skip(1) {
+                        let lower = l.to_ascii_lowercase();
+                        if !lower.starts_with("proxy-") && !lower.starts_with("connection:") {
+                            req.push_str(l);
+                            req.push_str("\r\n");
+                        }
+                    }
+                    req.push_str("Connection: close\r\n\r\n");
+                    let buffered = r.buffer().to_vec();
+                    if up.write_all(req.as_bytes()).is_err() || up.write_all(&buffered).is_err() {
+                        return;
+                    }
+                    // One request per connection: the rest of the body, then the response.
+                    pipe_both(w, up);
+                });
+            }
+        });
+        Self {
+            port,
+            tunnels,
+            forwards,
+            refused,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn url(&self, auth: Option<(&str, &str)>) -> String {
+        match auth {
+            Some((u, p)) => format!("http://{u}:{p}@127.0.0.1:{}", self.port),
+            None => format!("http://127.0.0.1:{}", self.port),
+        }
+    }
+}
+
+impl Drop for HttpProxy {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
