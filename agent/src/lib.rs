@@ -11,14 +11,18 @@
 //! - [`ui`]: sinks that render events: plain lines now, the TUI later.
 //! - [`network`]: links, DHCP, static `ip=`, DNS, clock.
 //! - [`provision`]: the provisioning phases from OCI image to installed disk.
+//! - [`kexec`]: booting the installed system, or the installer again, without firmware.
+//! - [`service`]: `kiln-agent agent`, the agent as a service of an installed system.
 
 pub mod cmdline;
 pub mod console;
 pub mod events;
 pub mod init;
+pub mod kexec;
 pub mod mountinfo;
 pub mod network;
 pub mod provision;
+pub mod service;
 pub mod ui;
 
 use std::process::ExitCode;
@@ -26,11 +30,16 @@ use std::process::ExitCode;
 /// The agent's version as printed in the banner.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
-const USAGE: &str = "usage: kiln-agent [version | cmdline [FILE] | provision ARGS...]
+const USAGE: &str = "usage: kiln-agent [version | cmdline [FILE] | provision ARGS... | agent |
+                   kexec ARGS... | boot-installed ARGS... | kexec-installer ARGS...]
   As PID 1 (the installer's /init) it takes no arguments and reads /proc/cmdline.
-  version        print the version
-  cmdline [FILE] parse a kernel command line (default /proc/cmdline) and print the settings
-  provision ...  run a provisioning order by hand (kiln-agent provision --help)";
+  version          print the version
+  cmdline [FILE]   parse a kernel command line (default /proc/cmdline) and print the settings
+  provision ...    run a provisioning order by hand (kiln-agent provision --help)
+  agent            the agent service of an installed system (started by its init)
+  kexec ...        boot a kernel with kexec (kiln-agent kexec --help)
+  boot-installed   from the installer, boot the installed system on the disks
+  kexec-installer  from an installed system, boot the Kiln installer again";
 
 /// Entry point of the binary: PID 1 never returns; otherwise a small CLI.
 pub fn main() -> ExitCode {
@@ -65,6 +74,10 @@ fn cli(args: &[String]) -> anyhow::Result<()> {
             Ok(())
         }
         Some("provision") => provision::cli(&args[1..]),
+        Some("agent") => service::run(&args[1..]),
+        Some(c @ ("kexec" | "boot-installed" | "kexec-installer")) => {
+            kexec::cli::cli(c, &args[1..])
+        }
         _ => anyhow::bail!("{USAGE}"),
     }
 }
