@@ -9,7 +9,9 @@
 //!    parameters and, from the installed agent's config (`/etc/kiln/agent.json`), the
 //!    control plane: `kiln.url=`, `kiln.ca=sha256:<pin>`, `kiln.machine=<id>` and
 //!    `kiln.credential=<secret>`, so the installer reconnects as the same machine without
-//!    approval. The credential is redacted in every message.
+//!    approval. The credential is redacted in every message, and `quiet` keeps the
+//!    kernel from printing its command line on the consoles (it stays in the installer's
+//!    /proc/cmdline and dmesg, readable by root only: the installer has no other users).
 //! 3. [`super::boot`]: `systemctl kexec` under systemd, else sync, unmount or remount
 //!    read-only, `reboot(LINUX_REBOOT_CMD_KEXEC)`.
 
@@ -177,6 +179,9 @@ pub fn installer_cmdline(cfg: &AgentConfig, running: &str, append: &[String]) ->
         .filter(|p| p.key == "console")
         .map(|p| word(&p.key, p.value.as_deref()))
         .collect();
+    // The kernel prints its command line at boot (KERN_INFO, KERN_NOTICE): `quiet` keeps
+    // the credential off the consoles (serial logs, BMC SOL captures).
+    out.push("quiet".into());
     out.push(word("kiln.url", Some(&cfg.url)));
     if let Some(pin) = &cfg.ca_pin {
         let hex = pin
@@ -268,7 +273,7 @@ mod tests {
         assert_eq!(
             super::super::redact(&line),
             format!(
-                "console=tty0 console=ttyS0,115200 kiln.url=https://kiln.lab:8443 kiln.ca=sha256:{} \
+                "console=tty0 console=ttyS0,115200 quiet kiln.url=https://kiln.lab:8443 kiln.ca=sha256:{} \
                  kiln.machine=m-7 kiln.credential=<redacted> kiln.debug",
                 "ab".repeat(32)
             )
