@@ -167,6 +167,10 @@ fn scan_disk(disk: &Disk, mountpoint: &Path, notes: &mut Vec<String>) -> Option<
 
 /// Finds the one installed system on the disks `hints` allow (all disks for `None`).
 pub fn find_installed(hints: Option<&str>) -> Result<Found> {
+    find_installed_at(hints, Path::new(MOUNTPOINT))
+}
+
+fn find_installed_at(hints: Option<&str>, mountpoint: &Path) -> Result<Found> {
     let hints = parse_hints(hints.unwrap_or(""))?;
     let disks = inventory_system()?;
     let allowed: Vec<&Disk> = disks
@@ -196,7 +200,7 @@ pub fn find_installed(hints: Option<&str>) -> Result<Found> {
             ));
             continue;
         }
-        found.extend(scan_disk(d, Path::new(MOUNTPOINT), &mut notes));
+        found.extend(scan_disk(d, mountpoint, &mut notes));
     }
     match found.len() {
         1 => Ok(found.remove(0)),
@@ -234,7 +238,17 @@ fn recorded_args(root: &Root) -> Result<Vec<String>> {
 
 /// Finds the installed system and stages its kernel and initrd under `stage`.
 pub fn plan_installed(hints: Option<&str>, stage: &Path, report: Report) -> Result<BootPlan> {
-    let found = find_installed(hints)?;
+    plan_installed_at(hints, Path::new(MOUNTPOINT), stage, report)
+}
+
+/// [`plan_installed`] with the mount point chosen (tests).
+pub fn plan_installed_at(
+    hints: Option<&str>,
+    mountpoint: &Path,
+    stage: &Path,
+    report: Report,
+) -> Result<BootPlan> {
+    let found = find_installed_at(hints, mountpoint)?;
     report(Event::info(format!(
         "installed system: {} on {} ({}, PARTUUID {}, entry {})",
         found.partition.display(),
@@ -243,7 +257,7 @@ pub fn plan_installed(hints: Option<&str>, stage: &Path, report: Report) -> Resu
         found.partuuid,
         found.source
     )));
-    let m = Mounted::ro(&found.partition, found.fstype, Path::new(MOUNTPOINT))?;
+    let m = Mounted::ro(&found.partition, found.fstype, mountpoint)?;
     let root = Root::open(&m.0)?;
     let extra = recorded_args(&root)?;
     let progress = |e| report(Event::Provision { detail: e });
