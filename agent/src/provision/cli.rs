@@ -371,7 +371,7 @@ pub fn cli(args: &[String]) -> Result<()> {
             out.layers.len(),
             out.plan.kernel.display(),
             out.plan.initrd,
-            out.plan.cmdline
+            crate::kexec::redact(&out.plan.cmdline)
         );
     }
     if a.kexec {
