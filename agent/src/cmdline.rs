@@ -105,6 +105,12 @@ pub struct Settings {
     pub token: Option<Secret>,
     /// `kiln.ca=sha256:<hex>`: pin of the control plane's CA certificate.
     pub ca_pin: Option<String>,
+    /// `kiln.machine=`: the machine id of an already-registered machine (set when an
+    /// installed system kexecs back into the installer).
+    pub machine_id: Option<String>,
+    /// `kiln.credential=`: that machine's credential, so the installer reconnects
+    /// without approval. Never printed.
+    pub credential: Option<Secret>,
     /// `kiln.disk=`: root-device hints for provisioning.
     pub disk: Option<String>,
     /// `kiln.insecure-registry=host:port[,...]`: registries spoken to over plain HTTP (labs).
@@ -157,6 +163,8 @@ pub const KNOWN_KEYS: &[(&str, &str)] = &[
     ("kiln.url", "control plane URL"),
     ("kiln.token", "bootstrap token"),
     ("kiln.ca", "CA pin, sha256:<64 hex>"),
+    ("kiln.machine", "machine id (re-provisioning)"),
+    ("kiln.credential", "machine credential (re-provisioning)"),
     ("kiln.disk", "root-device hints"),
     ("kiln.insecure-registry", "plain-HTTP registries (labs)"),
     ("kiln.ifname", "network interface"),
@@ -180,7 +188,7 @@ impl Settings {
                     message,
                 });
             }
-            if p.key == "kiln.token" && p.value.is_some() {
+            if (p.key == "kiln.token" || p.key == "kiln.credential") && p.value.is_some() {
                 p.value = Some("<redacted>".into());
             }
         }
@@ -205,6 +213,8 @@ impl Settings {
                 self.url = Some(v.trim_end_matches('/').to_string());
             }
             "kiln.token" => self.token = Some(Secret(need(value)?)),
+            "kiln.machine" => self.machine_id = Some(need(value)?),
+            "kiln.credential" => self.credential = Some(Secret(need(value)?)),
             "kiln.ca" => {
                 let v = need(value)?;
                 let hex = v.strip_prefix("sha256:").unwrap_or(&v).to_ascii_lowercase();
@@ -357,6 +367,19 @@ mod tests {
             );
             assert_eq!(parsed.settings, Settings::default(), "{line}");
         }
+    }
+
+    #[test]
+    fn machine_credential() {
+        let parsed = Settings::parse("kiln.machine=m-42 kiln.credential=CRED456");
+        assert!(parsed.warnings.is_empty(), "{:?}", parsed.warnings);
+        assert_eq!(parsed.settings.machine_id.as_deref(), Some("m-42"));
+        assert_eq!(
+            parsed.settings.credential.as_ref().map(Secret::expose),
+            Some("CRED456")
+        );
+        assert!(!format!("{parsed:?}").contains("CRED456"));
+        assert!(!serde_json::to_string(&parsed).unwrap().contains("CRED456"));
     }
 
     #[test]

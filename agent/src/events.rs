@@ -110,6 +110,14 @@ pub enum Event {
     Order { kind: String, summary: String },
     /// Provisioning progress ([`crate::provision`]).
     Provision { detail: crate::provision::Event },
+    /// About to kexec ([`crate::kexec`]): what is booted, the command line with its
+    /// secrets redacted, and how (`reboot(LINUX_REBOOT_CMD_KEXEC)`, `systemctl kexec`).
+    Kexec {
+        kernel: String,
+        initrd: Option<String>,
+        cmdline: String,
+        via: String,
+    },
     /// Free text for things without a typed event yet.
     Message { level: Level, text: String },
 }
@@ -224,6 +232,18 @@ impl fmt::Display for Event {
             ),
             Event::Order { kind, summary } => write!(f, "order {kind}: {summary}"),
             Event::Provision { detail } => write!(f, "{detail}"),
+            Event::Kexec {
+                kernel,
+                initrd,
+                cmdline,
+                via,
+            } => write!(
+                f,
+                "kexec: booting {kernel} ({}) via {via} with: {cmdline}",
+                initrd
+                    .as_deref()
+                    .map_or("no initrd".to_string(), |i| format!("initrd {i}"))
+            ),
             Event::Message { text, .. } => f.write_str(text),
         }
     }

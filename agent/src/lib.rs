@@ -12,12 +12,14 @@
 //! - [`network`]: links, DHCP, static `ip=`, DNS, clock.
 //! - [`provision`]: the provisioning phases from OCI image to installed disk.
 //! - [`control`]: the control-plane protocol: registration, heartbeat, orders, run events.
+//! - [`kexec`]: booting the installed system, or the installer again, without firmware.
 
 pub mod cmdline;
 pub mod console;
 pub mod control;
 pub mod events;
 pub mod init;
+pub mod kexec;
 pub mod mountinfo;
 pub mod network;
 pub mod provision;
@@ -29,12 +31,16 @@ use std::process::ExitCode;
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 const USAGE: &str =
-    "usage: kiln-agent [version | cmdline [FILE] | provision ARGS... | serve ARGS...]
+    "usage: kiln-agent [version | cmdline [FILE] | provision ARGS... | serve ARGS... |
+                   kexec ARGS... | boot-installed ARGS... | kexec-installer ARGS...]
   As PID 1 (the installer's /init) it takes no arguments and reads /proc/cmdline.
-  version        print the version
-  cmdline [FILE] parse a kernel command line (default /proc/cmdline) and print the settings
-  provision ...  run a provisioning order by hand (kiln-agent provision --help)
-  serve ...      serve the control plane from an installed system (kiln-agent serve --help)";
+  version          print the version
+  cmdline [FILE]   parse a kernel command line (default /proc/cmdline) and print the settings
+  provision ...    run a provisioning order by hand (kiln-agent provision --help)
+  serve ...        the agent service of an installed system (kiln-agent serve --help)
+  kexec ...        boot a kernel with kexec (kiln-agent kexec --help)
+  boot-installed   from the installer, boot the installed system on the disks
+  kexec-installer  from an installed system, boot the Kiln installer again";
 
 /// Entry point of the binary: PID 1 never returns; otherwise a small CLI.
 pub fn main() -> ExitCode {
@@ -70,6 +76,9 @@ fn cli(args: &[String]) -> anyhow::Result<()> {
         }
         Some("provision") => provision::cli(&args[1..]),
         Some("serve") => control::serve_cli(&args[1..]),
+        Some(c @ ("kexec" | "boot-installed" | "kexec-installer")) => {
+            kexec::cli::cli(c, &args[1..])
+        }
         _ => anyhow::bail!("{USAGE}"),
     }
 }

@@ -10,6 +10,7 @@ mod support;
 
 use anyhow::{Context, Result, bail, ensure};
 use kiln_qemu_tests::{Boot, Bus, Guest, GuestBuilder, artifacts};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 use support::{GIB, MIB, check_provisioned, disk, push_layout, registry, test_image, untouched};
 
@@ -134,4 +135,146 @@ fn gpt_check_refuses_an_unprovisioned_disk() -> Result<()> {
     untouched(&p, 64 * MIB, None)?;
     ensure!(untouched(&p, 64 * MIB, Some(1)).is_err());
     Ok(())
+}
+
+/// A small ext4 disk holding `file` at its root (made from a directory by mkfs.ext4 -d:
+/// no loop device, no mount).
+fn ext4_disk_with(dir: &Path, name: &str, file: &Path) -> Result<PathBuf> {
+    let content = dir.join(format!("{name}.d"));
+    std::fs::create_dir_all(&content)?;
+    std::fs::copy(file, content.join(file.file_name().context("file name")?))?;
+    let img = dir.join(name);
+    let mkfs = ["/sbin/mkfs.ext4", "/usr/sbin/mkfs.ext4"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .unwrap_or("mkfs.ext4");
+    let st = std::process::Command::new(mkfs)
+        .args(["-q", "-F", "-d"])
+        .arg(&content)
+        .arg(&img)
+        .arg("64M")
+        .status()
+        .context("running mkfs.ext4")?;
+    ensure!(st.success(), "mkfs.ext4 -d failed: {st}");
+    Ok(img)
+}
+
+fn sha256_hex(p: &Path) -> Result<String> {
+    let d = ring::digest::digest(&ring::digest::SHA256, &std::fs::read(p)?);
+    Ok(d.as_ref().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The whole loop in one VM: the installer provisions the test image onto a virtio disk
+/// with `--kexec` and boots the installed system's own kernel from that disk (its rcS
+/// line, then the injected agent's banner); there, `kiln-agent kexec-installer` boots
+/// the installer vmlinuz from a second disk (sha256-checked) with the control-plane
+/// parameters, and the installer's banner appears again. The machine credential never
+/// shows on the serial console.
+#[test]
+#[ignore = "vm: boots QEMU, starts docker-registry (scripts/test vm)"]
+fn vm_provision_kexec_and_back() -> Result<()> {
+    let name = "provision-kexec";
+    let layout = test_image()?;
+    let reg = registry::Registry::start(registry::Auth::None);
+    push_layout(
+        &layout,
+        "test",
+        &format!("{}/kiln/test:latest", reg.host()),
+        &reg.host(),
+    )?;
+    let installer = artifacts::installer()?;
+    let installer_sha = sha256_hex(&installer)?;
+    let tmp = tempfile::tempdir()?;
+    let target = disk(tmp.path(), "target.img", 2 * GIB, None)?;
+    let media = ext4_disk_with(tmp.path(), "installer-media.img", &installer)?;
+
+    let mut g: Guest = GuestBuilder::new(
+        name,
+        Boot::Kernel {
+            kernel: installer.clone(),
+            initrd: None,
+            append: "console=ttyS0,115200 panic=-1".into(),
+        },
+    )
+    .memory_mib(1024)
+    .disk(&target, Bus::Virtio, "KILN-TARGET-1")
+    .disk(&media, Bus::Virtio, "KILN-MEDIA-1")
+    .args([
+        "-netdev".to_string(),
+        format!(
+            "user,id=n0,restrict=on,guestfwd=tcp:10.0.2.100:5000-cmd:socat - TCP:127.0.0.1:{}",
+            reg.port
+        ),
+        "-device".into(),
+        "virtio-net-pci,netdev=n0".into(),
+    ])
+    .start()?;
+    g.check(|g| {
+        g.expect("nothing more to do", BOOT)?;
+        g.type_line("shell")?;
+        g.expect("starting a shell on /dev/ttyS0", STEP)?;
+        // The credential is computed in the guest so that the typed line does not hold it.
+        g.type_line(
+            "echo cred-$((6*7))-x > /tmp/cred; kiln-agent provision \
+             --image 10.0.2.100:5000/kiln/test:latest --insecure-registry 10.0.2.100:5000 \
+             --disk serial=KILN-TARGET-1 --yes-really-wipe /dev/vda \
+             --control-plane http://10.0.2.100:9 --machine-id m-kexec \
+             --credential-file /tmp/cred --kexec",
+        )?;
+        g.expect("done: ", PROVISION)?;
+        let done_at = g.elapsed();
+        let line = g.expect("kexec: booting", STEP)?;
+        ensure!(
+            line.contains("root=PARTUUID=6b1d0e6c-7c5a-4f0e-9a53-6b696c6e0003")
+                && line.contains("console=ttyS0"),
+            "unexpected kexec line: {line}"
+        );
+        g.expect("kiln-test-image: booted", BOOT)?;
+        let banner = g.expect(" s after kernel start", BOOT)?;
+        // The busybox shell on ttyS0 may print its prompt on the same line first.
+        ensure!(
+            banner.contains("kiln-agent "),
+            "not the agent's banner: {banner}"
+        );
+        let banner_at = g.elapsed();
+        g.expect("control plane: http://10.0.2.100:9", STEP)?;
+        g.expect("installed system, machine m-kexec", STEP)?;
+        eprintln!(
+            "[{name}] provision done -> installed system's agent banner: {:.1?}",
+            banner_at - done_at
+        );
+        // The installed system's own shell on ttyS0: its kernel's command line.
+        g.type_line("echo CMDLINE: $(cat /proc/cmdline)")?;
+        let cmdline = g.expect("CMDLINE: root=PARTUUID=", STEP)?;
+        ensure!(cmdline.contains("console=ttyS0"), "{cmdline}");
+
+        // And back: the installer from the second disk, with the control plane.
+        g.type_line(&format!(
+            "mkdir -p /mnt && mount /dev/vdb /mnt && /usr/local/sbin/kiln-agent kexec-installer \
+             --installer /mnt/kiln-installer.vmlinuz --sha256 {installer_sha} --append kiln.ui=plain"
+        ))?;
+        g.expect("(verified)", STEP)?;
+        let line = g.expect("kexec: booting /mnt/kiln-installer.vmlinuz", STEP)?;
+        ensure!(
+            line.contains("kiln.credential=<redacted>") && line.contains("kiln.machine=m-kexec"),
+            "{line}"
+        );
+        let back_at = g.elapsed();
+        let banner = g.expect(" s after kernel start", BOOT)?;
+        ensure!(banner.starts_with("kiln-agent "), "{banner}");
+        g.expect("running as pid 1", STEP)?;
+        g.expect("control plane: http://10.0.2.100:9", STEP)?;
+        eprintln!(
+            "[{name}] kexec-installer -> installer banner: {:.1?}",
+            g.elapsed() - back_at
+        );
+        g.type_line("poweroff")?;
+        let status = g.wait_exit(STEP)?;
+        ensure!(status.success(), "QEMU exited with {status}");
+        ensure!(
+            !g.serial_text().contains("cred-42-x"),
+            "the machine credential appeared on the serial console"
+        );
+        Ok(())
+    })
 }

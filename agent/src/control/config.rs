@@ -102,6 +102,17 @@ impl Config {
             ca_file: state_dir.join("ca.pem"),
             work_dir: state_dir.join("provision"),
         };
+        // kiln.machine= + kiln.credential=: an installed system kexeced back into the
+        // installer to be re-provisioned; it reconnects as itself, without approval.
+        if let (Some(id), Some(cred)) = (&s.machine_id, &s.credential) {
+            let machine_uuid = id
+                .parse()
+                .map_err(|e| anyhow::anyhow!("kiln.machine={id:?} is not a machine UUID ({e})"))?;
+            cfg.identity = Some(Identity {
+                machine_uuid,
+                credential: cred.clone(),
+            });
+        }
         if let Some(text) = saved {
             // Only an identity at the same server is reused.
             if let Ok(old) = serde_json::from_str::<AgentConfig>(text)

@@ -87,14 +87,32 @@ pub fn serve_cli(args: &[String]) -> Result<()> {
             other => anyhow::bail!("unknown argument {other:?}\n{SERVE_USAGE}"),
         }
     }
-    let text =
-        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let mut cfg = Config::from_file(&text, &path)?;
     let reporter = Arc::new(Reporter::new());
     reporter.add_sink(Box::new(crate::ui::plain::PlainSink::new(
         vec![Box::new(std::io::stderr())],
         level,
     )));
+    // The same first line as the installer's PID 1: the console (busybox init) or the
+    // journal (systemd) shows which agent runs.
+    reporter.emit(crate::events::Event::Banner {
+        version: crate::VERSION.into(),
+        since_boot_ms: crate::events::since_boot().as_millis() as u64,
+    });
+    let cfg = std::fs::read_to_string(&path)
+        .with_context(|| format!("reading {}", path.display()))
+        .and_then(|text| Config::from_file(&text, &path));
+    let mut cfg = match cfg {
+        Ok(c) => c,
+        Err(e) => {
+            // The init system restarts the service: not in a tight loop.
+            reporter.emit(crate::events::Event::Fatal {
+                error: format!("{e:#}"),
+                retry_in_s: 60,
+            });
+            std::thread::sleep(std::time::Duration::from_secs(60));
+            return Err(e);
+        }
+    };
     reporter.emit(crate::events::Event::ControlPlane {
         url: Some(cfg.server.clone()),
         token: cfg.token.is_some(),

@@ -34,8 +34,7 @@ pub struct Context {
     pub consoles: Consoles,
     /// The network once up; kept across retries of [`work`] (its threads renew leases).
     pub network: std::sync::Mutex<Option<crate::network::Network>>,
-    /// Boots the installed system (kexec); [`crate::control::boot::NoKexec`] until the kexec
-    /// code is connected here.
+    /// Boots the installed system ([`crate::control::boot::Kexec`]).
     pub boot: Arc<dyn crate::control::boot::BootInstalled>,
 }
 
@@ -115,12 +114,16 @@ pub fn run() -> ! {
         start_command_reader(reporter.clone(), &c.name, displays.clone());
     }
 
+    let boot = Arc::new(crate::control::boot::Kexec {
+        reporter: reporter.clone(),
+        hints: cmdline.settings.disk.clone(),
+    });
     let ctx = Context {
         reporter,
         cmdline,
         consoles,
         network: std::sync::Mutex::new(None),
-        boot: Arc::new(crate::control::boot::NoKexec),
+        boot,
     };
     supervise(&ctx)
 }

@@ -30,12 +30,13 @@ usage: kiln-agent provision (--image REF [--insecure-registry HOST:PORT]... |
          [--root-partition NUMBER|NAME] [--fs ext4|xfs|btrfs] [--fs-label L] [--fs-uuid U]
          [--instance-id ID [--hostname H] [--user-data FILE] [--network-config FILE]]
          [--control-plane URL --machine-id ID --credential-file FILE [--ca-pin HEX]]
-         [--extra-args 'ARGS'] [--mount DIR] [--stage DIR] [--json]
+         [--extra-args 'ARGS'] [--mount DIR] [--stage DIR] [--json] [--kexec]
 HINTS: serial=...,wwn=...,model=...,vendor=...,by-path=...,by-id=...,name=...,
        size>=100G,size<=2T,rotational=0|1,transport=nvme|virtio|ata|sas|usb|scsi|loop (ANDed)
 With --image, root partition, filesystem, label and extra kernel arguments come from the
 image's annotations/labels; the flags override them. --insecure-registry: plain HTTP (labs).
-Without --yes-really-wipe the chosen disk is shown and nothing is written.";
+Without --yes-really-wipe the chosen disk is shown and nothing is written.
+--kexec: boot the installed system with kexec once provisioning succeeded.";
 
 #[derive(Default)]
 struct Args {
@@ -62,6 +63,7 @@ struct Args {
     mount: Option<PathBuf>,
     stage: Option<PathBuf>,
     json: bool,
+    kexec: bool,
 }
 
 fn parse(args: &[String]) -> Result<Args> {
@@ -97,6 +99,7 @@ fn parse(args: &[String]) -> Result<Args> {
             "--mount" => a.mount = Some(val()?.into()),
             "--stage" => a.stage = Some(val()?.into()),
             "--json" => a.json = true,
+            "--kexec" => a.kexec = true,
             "-h" | "--help" => bail!("{USAGE}"),
             other => bail!("unknown argument {other:?}\n{USAGE}"),
         }
@@ -369,8 +372,15 @@ pub fn cli(args: &[String]) -> Result<()> {
             out.layers.len(),
             out.plan.kernel.display(),
             out.plan.initrd,
-            out.plan.cmdline
+            crate::kexec::redact(&out.plan.cmdline)
         );
+    }
+    if a.kexec {
+        let report = |e: crate::events::Event| eprintln!("{e}");
+        let image = crate::kexec::Image::from(&out.plan);
+        return crate::kexec::boot(&image, &report)
+            .map(|never| match never {})
+            .context("provisioning succeeded, but booting the installed system failed");
     }
     Ok(())
 }

@@ -157,7 +157,7 @@ pub fn mkfs(dev: &Path, spec: &FsSpec) -> Result<()> {
     run(cmd, &args).map(|_| ())
 }
 
-fn probe(dev: &Path) -> Result<Option<FsType>> {
+pub fn probe(dev: &Path) -> Result<Option<FsType>> {
     let mut head = vec![0u8; PROBE];
     let mut f = File::open(dev).with_context(|| format!("opening {}", dev.display()))?;
     let mut n = 0;

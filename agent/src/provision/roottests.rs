@@ -888,3 +888,87 @@ fn root_installer_iso_on_a_disk_is_refused() {
         "{text}"
     );
 }
+
+#[test]
+#[ignore = "root: loop devices, mkfs, mount"]
+fn root_boot_installed_plan_on_loop() {
+    let _serial = serial();
+    const DISK: u64 = 1 << 30;
+    let lo = Loop::new(DISK);
+    let img = testimg::make(64 << 20, 512);
+    let l0 = compress(Compression::Zstd, &img);
+    let d0 = sha256_hex(&l0);
+    let tmp = tempfile::tempdir().unwrap();
+    let order = run::Order {
+        disk: lo.dev.clone(),
+        root: gpt::RootChoice::Default,
+        fs: FsSpec::default(),
+        seed: None,
+        inject: None,
+        extra_args: vec!["console=ttyS0,115200".into(), "kiln.debug".into()],
+        mountpoint: tmp.path().join("mnt"),
+        stage: tmp.path().join("stage"),
+        extract: extract::Options::default(),
+    };
+    let layers: Vec<run::LayerInput> = layers_for_boot()
+        .into_iter()
+        .map(|l| {
+            let d = sha256_hex(&l);
+            run::LayerInput {
+                reader: Box::new(Verified::new(std::io::Cursor::new(l), &d, "l")),
+                size: None,
+                label: "layer".into(),
+            }
+        })
+        .collect();
+    let input = run::LayerInput {
+        reader: Box::new(Verified::new(std::io::Cursor::new(l0), &d0, "l0")),
+        size: None,
+        label: "l0".into(),
+    };
+    let out = run::provision(&order, input, &mut layers.into_iter().map(Ok), &no_progress).unwrap();
+    // Later, from the installer: find that disk's installed system without provisioning.
+    let hint = format!("name={}", lo.name());
+    let stage = tmp.path().join("stage2");
+    let lines = std::sync::Mutex::new(Vec::new());
+    let report = |e: crate::events::Event| lines.lock().unwrap().push(e.to_string());
+    let plan = crate::kexec::installed::plan_installed_at(
+        Some(&hint),
+        &tmp.path().join("ro"),
+        &stage,
+        &report,
+    )
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    assert_eq!(
+        plan.cmdline, out.plan.cmdline,
+        "same command line as after provisioning"
+    );
+    assert_eq!(
+        plan.cmdline,
+        "root=PARTUUID=aaaaaaaa-0000-0000-0000-000000000003 ro console=ttyS0,115200 kiln.debug"
+    );
+    assert_eq!(plan.source, "links");
+    assert_eq!(fs::read(&plan.kernel).unwrap(), b"KERNEL");
+    assert_eq!(fs::read(plan.initrd.as_ref().unwrap()).unwrap(), b"INITRD");
+    let lines = lines.lock().unwrap().clone();
+    assert!(
+        lines[0].contains(&format!("{}p3", lo.dev.display())),
+        "{lines:?}"
+    );
+    // Nothing left mounted.
+    let mi = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mi.contains(&format!("{}p", lo.dev.display())), "{mi}");
+    // A disk without an installed system: the error says what was looked at.
+    let blank = Loop::new(64 << 20);
+    let e = crate::kexec::installed::plan_installed_at(
+        Some(&format!("name={}", blank.name())),
+        &tmp.path().join("ro"),
+        &stage,
+        &report,
+    )
+    .unwrap_err();
+    assert!(
+        format!("{e:#}").contains("no installed system found"),
+        "{e:#}"
+    );
+}

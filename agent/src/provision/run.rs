@@ -169,6 +169,18 @@ fn after_layer0(
     if let Some(spec) = &order.inject {
         inject_agent(&root, spec, progress)?;
     }
+    if !order.extra_args.is_empty() {
+        // For a later boot of this disk from the installer (kexec::installed).
+        let p = super::root::RelPath::of(crate::kexec::installed::KERNEL_ARGS_PATH)?;
+        root.mkdir_all(&super::root::RelPath::of("etc/kiln")?, 0o755)?;
+        root.write_file(
+            &p,
+            format!("{}\n", order.extra_args.join(" ")).as_bytes(),
+            0o644,
+            None,
+        )
+        .with_context(|| format!("recording the kernel arguments in {p}"))?;
+    }
     let plan = boot_plan(
         &root,
         &part.partuuid,

@@ -1,0 +1,249 @@
+//! The whole product in one VM test: a real `kiln-server` (the binary, TLS with its own CA)
+//! and a real docker-registry holding the test image run on 127.0.0.1; the operator uses
+//! the real `kilnctl`; the installer boots with a bootstrap token, registers, and carries out
+//! the provisioning run the operator starts. The guest reaches both services through slirp
+//! (`restrict=on`) guestfwds only: the server at 10.0.2.100:8443, the registry at
+//! 10.0.2.101:5000.
+
+mod support;
+
+use anyhow::{Context, Result, bail, ensure};
+use kiln_qemu_tests::{Boot, Bus, GuestBuilder, artifacts};
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use support::{GIB, check_provisioned, disk, push_layout, registry, test_image, untouched};
+
+const BOOT: Duration = Duration::from_secs(300);
+const STEP: Duration = Duration::from_secs(120);
+const PROVISION: Duration = Duration::from_secs(900);
+
+/// The address the guest reaches the server at (the certificate is made for it).
+const SERVER_IN_GUEST: &str = "10.0.2.100:8443";
+const REGISTRY_IN_GUEST: &str = "10.0.2.101:5000";
+
+fn binary(name: &str) -> Result<PathBuf> {
+    let p = artifacts::workspace().join("target/debug").join(name);
+    ensure!(
+        p.exists(),
+        "{} is missing: cargo build -p kiln-controlplane --bins (scripts/test vm does)",
+        p.display()
+    );
+    Ok(p)
+}
+
+/// A `kiln-server` process on 127.0.0.1 whose certificate and public URL name the
+/// guest-side address; killed on drop.
+struct Server {
+    child: Child,
+    port: u16,
+    pin: String,
+    admin: String,
+    dir: tempfile::TempDir,
+}
+
+impl Server {
+    fn start() -> Result<Server> {
+        let dir = tempfile::tempdir()?;
+        let port = registry::free_port();
+        let log = std::fs::File::create(dir.path().join("server.log"))?;
+        let mut child = Command::new(binary("kiln-server")?)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .arg("--artifacts-dir")
+            .arg(dir.path().join("artifacts"))
+            .args(["--tls-name", "10.0.2.100", "--tls-name", "127.0.0.1"])
+            .args(["--public-url", &format!("https://{SERVER_IN_GUEST}")])
+            .args(["--heartbeat-secs", "5"])
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .context("starting kiln-server")?;
+        let mut lines = BufReader::new(child.stdout.take().context("stdout")?).lines();
+        let (mut pin, mut admin) = (None, None);
+        while admin.is_none() {
+            let Some(Ok(l)) = lines.next() else {
+                let _ = child.kill();
+                bail!(
+                    "kiln-server exited: {}",
+                    std::fs::read_to_string(dir.path().join("server.log")).unwrap_or_default()
+                );
+            };
+            if let Some(p) = l.strip_prefix("CA sha256 pin: ") {
+                pin = Some(p.trim().to_string());
+            }
+            if let Some((_, k)) = l.split_once("store it now): ") {
+                admin = Some(k.trim().to_string());
+            }
+        }
+        Ok(Server {
+            child,
+            port,
+            pin: pin.context("kiln-server printed no CA pin")?,
+            admin: admin.context("admin key")?,
+            dir,
+        })
+    }
+
+    /// Runs `kilnctl ARGS -o json` as the admin; the parsed output.
+    fn kilnctl(&self, args: &[&str]) -> Result<Value> {
+        let out = Command::new(binary("kilnctl")?)
+            .args(args)
+            .args(["-o", "json"])
+            .env("KILN_SERVER", format!("https://127.0.0.1:{}", self.port))
+            .env("KILN_API_KEY", &self.admin)
+            .env("KILN_CA_SHA256", &self.pin)
+            .env_remove("KILN_CA_CERT")
+            .stdin(Stdio::null())
+            .output()
+            .context("running kilnctl")?;
+        ensure!(
+            out.status.success(),
+            "kilnctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout)
+            .with_context(|| format!("kilnctl {args:?} printed no JSON"))
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `f` every second until it returns `Some`, at most `limit`.
+fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Result<Option<T>>) -> Result<T> {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f()? {
+            return Ok(v);
+        }
+        ensure!(start.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+fn guestfwd(addr: &str, port: u16) -> String {
+    format!("guestfwd=tcp:{addr}-cmd:socat - TCP:127.0.0.1:{port}")
+}
+
+#[test]
+#[ignore = "vm: boots QEMU, starts kiln-server and docker-registry (scripts/test vm)"]
+fn vm_token_boot_registers_and_provisions_by_operator_order() -> Result<()> {
+    let name = "control-plane";
+    let layout = test_image()?;
+    let reg = registry::Registry::start(registry::Auth::None);
+    push_layout(
+        &layout,
+        "test",
+        &format!("{}/kiln/test:latest", reg.host()),
+        &reg.host(),
+    )?;
+    let server = Server::start()?;
+    let result = run(name, &server, reg.port);
+    if result.is_err() {
+        eprintln!("[{name}] kiln-server log:\n{}", server.log());
+    }
+    result
+}
+
+fn run(name: &str, server: &Server, registry_port: u16) -> Result<()> {
+    // The operator's side, with kilnctl: an image, a role using it with user-data, and a
+    // bootstrap token that assigns the role.
+    let tmp = tempfile::tempdir()?;
+    let image_ref = format!("{REGISTRY_IN_GUEST}/kiln/test:latest");
+    server.kilnctl(&["image", "create", "kiln-test", "--oci-url", &image_ref])?;
+    let user_data = tmp.path().join("user-data");
+    std::fs::write(&user_data, "#cloud-config\nhostname: kiln-e2e\n")?;
+    server.kilnctl(&[
+        "role",
+        "create",
+        "web",
+        "--image",
+        "kiln-test",
+        "--user-data",
+        user_data.to_str().context("path")?,
+    ])?;
+    let token = server.kilnctl(&["token", "create", "--lifetime", "1d", "--role", "web"])?;
+    let token = token["token"].as_str().context("token")?.to_string();
+
+    let size = 3 * GIB;
+    let target = disk(tmp.path(), "target.img", size, None)?;
+    let decoy = disk(tmp.path(), "decoy.img", 2 * GIB, Some(0xA5))?;
+    let append = format!(
+        "console=ttyS0,115200 panic=-1 kiln.url=https://{SERVER_IN_GUEST} kiln.ca={pin} \
+         kiln.token={token} kiln.insecure-registry={REGISTRY_IN_GUEST} \
+         kiln.disk=serial=KILN-TARGET",
+        pin = server.pin
+    );
+    let mut g = GuestBuilder::new(
+        name,
+        Boot::Kernel {
+            kernel: artifacts::bare_kernel()?,
+            initrd: Some(artifacts::initramfs()?),
+            append,
+        },
+    )
+    .memory_mib(1024)
+    .disk(&decoy, Bus::Virtio, "KILN-DECOY")
+    .disk(&target, Bus::Virtio, "KILN-TARGET")
+    .args([
+        "-netdev".to_string(),
+        format!(
+            "user,id=n0,restrict=on,{},{}",
+            guestfwd(SERVER_IN_GUEST, server.port),
+            guestfwd(REGISTRY_IN_GUEST, registry_port)
+        ),
+        "-device".into(),
+        "virtio-net-pci,netdev=n0".into(),
+    ])
+    .start()?;
+    g.check(|g| {
+        let registered = g.expect("registered with ", BOOT)?;
+        ensure!(registered.contains("(token)"), "{registered}");
+        // The machine is approved by the token, with the token's role.
+        let machines = server.kilnctl(&["machine", "list"])?;
+        let m = machines
+            .as_array()
+            .and_then(|a| a.first())
+            .context("no machine registered")?
+            .clone();
+        ensure!(m["state"] == "approved", "{m}");
+        ensure!(m["roles"] == serde_json::json!(["web"]), "{m}");
+        let id = m["id"].as_str().context("machine id")?.to_string();
+        let disks = m["inventory"]["disks"].to_string();
+        ensure!(disks.contains("KILN-TARGET"), "inventory: {disks}");
+
+        // The operator provisions; the agent carries it out and reports every step.
+        let run = server.kilnctl(&["provision", "start", &id])?;
+        let run_id = run["id"].as_str().context("run id")?.to_string();
+        g.expect("order provision", STEP)?;
+        let done = wait_for("the run to end", PROVISION, || {
+            let r = server.kilnctl(&["provision", "get", &run_id])?;
+            Ok(matches!(r["status"].as_str(), Some("completed" | "failed")).then_some(r))
+        })?;
+        ensure!(done["status"] == "completed", "run: {done}");
+        ensure!(done["percent"] == 100, "run: {done}");
+        let m = server.kilnctl(&["machine", "get", &id])?;
+        ensure!(m["state"] == "installed", "machine after the run: {m}");
+        let text = g.serial_text();
+        ensure!(!text.contains(&token), "the token reached the console");
+        Ok(())
+    })?;
+    drop(g);
+    let seen = check_provisioned(&target, size)
+        .with_context(|| format!("checking {} from the host", target.display()))?;
+    eprintln!("[{name}] {}: {seen}", target.display());
+    untouched(&decoy, 2 * GIB, Some(0xA5))?;
+    Ok(())
+}
