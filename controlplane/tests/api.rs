@@ -1205,7 +1205,7 @@ async fn case_installer_iso(h: &Harness) {
         .trim_end()
         .to_string();
     let token = baked
-        .strip_prefix(&format!("{baked_text} kiln.token="))
+        .strip_prefix(&format!("{baked_text} quiet kiln.token="))
         .unwrap_or_else(|| panic!("no token baked: {baked}"));
     let claims = h
         .state

@@ -440,7 +440,7 @@ async fn kilnctl_main_flows() {
         String::from_utf8_lossy(&got[10_000..10_000 + kiln_controlplane::iso::PLACEHOLDER_LEN]);
     assert!(
         baked.starts_with(&format!(
-            "kiln.url={} kiln.ca=sha256:{} kiln.token=",
+            "kiln.url={} kiln.ca=sha256:{} quiet kiln.token=",
             live.url, live.pin
         )),
         "{baked}"

@@ -1,7 +1,8 @@
 //! The whole product in one VM test: a real `kiln-server` (the binary, TLS with its own CA)
 //! and a real docker-registry holding the test image run on 127.0.0.1; the operator uses
 //! the real `kilnctl`; the installer boots with a bootstrap token, registers, and carries out
-//! the provisioning run the operator starts. The guest reaches both services through slirp
+//! the provisioning run the operator starts, kexecs into the installed system, whose
+//! injected agent reconnects as the same machine. The guest reaches both services through slirp
 //! (`restrict=on`) guestfwds only: the server at 10.0.2.100:8443, the registry at
 //! 10.0.2.101:5000.
 
@@ -180,8 +181,10 @@ fn run(name: &str, server: &Server, registry_port: u16) -> Result<()> {
     let size = 3 * GIB;
     let target = disk(tmp.path(), "target.img", size, None)?;
     let decoy = disk(tmp.path(), "decoy.img", 2 * GIB, Some(0xA5))?;
+    // `quiet`, as kiln-server's baked ISO and iPXE script have with a token: the kernel
+    // prints its command line on the console otherwise.
     let append = format!(
-        "console=ttyS0,115200 panic=-1 kiln.url=https://{SERVER_IN_GUEST} kiln.ca={pin} \
+        "console=ttyS0,115200 panic=-1 quiet kiln.url=https://{SERVER_IN_GUEST} kiln.ca={pin} \
          kiln.token={token} kiln.insecure-registry={REGISTRY_IN_GUEST} \
          kiln.disk=serial=KILN-TARGET",
         pin = server.pin
@@ -236,6 +239,21 @@ fn run(name: &str, server: &Server, registry_port: u16) -> Result<()> {
         ensure!(done["percent"] == 100, "run: {done}");
         let m = server.kilnctl(&["machine", "get", &id])?;
         ensure!(m["state"] == "installed", "machine after the run: {m}");
+
+        // The installer kexecs into the installed system; its injected agent reconnects
+        // with the credential provisioning gave it and heartbeats as "installed".
+        let line = g.expect("kexec: booting", STEP)?;
+        ensure!(line.contains("console=ttyS0"), "{line}");
+        g.expect("kiln-test-image: booted", BOOT)?;
+        g.expect(&format!("installed system: machine {id}"), BOOT)?;
+        let m = wait_for("a heartbeat from the installed system", STEP, || {
+            let m = server.kilnctl(&["machine", "get", &id])?;
+            Ok((m["environment"] == "installed").then_some(m))
+        })?;
+        ensure!(
+            m["state"] == "installed",
+            "machine in its installed system: {m}"
+        );
         let text = g.serial_text();
         ensure!(!text.contains(&token), "the token reached the console");
         Ok(())

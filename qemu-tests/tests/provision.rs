@@ -218,7 +218,7 @@ fn vm_provision_kexec_and_back() -> Result<()> {
             "echo cred-$((6*7))-x > /tmp/cred; kiln-agent provision \
              --image 10.0.2.100:5000/kiln/test:latest --insecure-registry 10.0.2.100:5000 \
              --disk serial=KILN-TARGET-1 --yes-really-wipe /dev/vda \
-             --control-plane http://10.0.2.100:9 --machine-id m-kexec \
+             --control-plane http://10.0.2.100:9 --machine-id 6b1d0e6c-7c5a-4f0e-9a53-6b696c6e0e01 \
              --credential-file /tmp/cred --kexec",
         )?;
         g.expect("done: ", PROVISION)?;
@@ -238,7 +238,10 @@ fn vm_provision_kexec_and_back() -> Result<()> {
         );
         let banner_at = g.elapsed();
         g.expect("control plane: http://10.0.2.100:9", STEP)?;
-        g.expect("installed system, machine m-kexec", STEP)?;
+        g.expect(
+            "installed system: machine 6b1d0e6c-7c5a-4f0e-9a53-6b696c6e0e01",
+            STEP,
+        )?;
         eprintln!(
             "[{name}] provision done -> installed system's agent banner: {:.1?}",
             banner_at - done_at
@@ -256,7 +259,8 @@ fn vm_provision_kexec_and_back() -> Result<()> {
         g.expect("(verified)", STEP)?;
         let line = g.expect("kexec: booting /mnt/kiln-installer.vmlinuz", STEP)?;
         ensure!(
-            line.contains("kiln.credential=<redacted>") && line.contains("kiln.machine=m-kexec"),
+            line.contains("kiln.credential=<redacted>")
+                && line.contains("kiln.machine=6b1d0e6c-7c5a-4f0e-9a53-6b696c6e0e01"),
             "{line}"
         );
         let back_at = g.elapsed();

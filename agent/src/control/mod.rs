@@ -118,6 +118,13 @@ pub fn serve_cli(args: &[String]) -> Result<()> {
         token: cfg.token.is_some(),
         ca_pin: cfg.ca_pin.clone(),
     });
+    if let Some(id) = &cfg.identity {
+        reporter.emit(crate::events::Event::info(format!(
+            "installed system: machine {}, credential from {}",
+            id.machine_uuid,
+            path.display()
+        )));
+    }
     let hooks = Hooks::daemon(Arc::new(boot::NoKexec));
     connect(&mut cfg, reporter, &hooks)
 }

@@ -38,8 +38,19 @@ pub struct Context {
     pub boot: Arc<dyn crate::control::boot::BootInstalled>,
 }
 
+/// PATH for PID 1 and everything it runs.
+pub const INIT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 /// Runs PID 1. Never returns.
 pub fn run() -> ! {
+    // The kernel starts init with HOME and TERM only: without PATH, the tools the phases
+    // run (e2fsck, mkfs.*, blkid) would be looked up in musl's default /usr/local/bin:/bin:/usr/bin
+    // and the sbin ones not found.
+    if std::env::var_os("PATH").is_none() {
+        // SAFETY: first statement of PID 1, before any thread exists: nothing reads the
+        // environment concurrently.
+        unsafe { std::env::set_var("PATH", INIT_PATH) };
+    }
     std::panic::set_hook(Box::new(|info| {
         // Straight to the kernel log and the console: the reporter may be what panicked.
         let msg = format!("kiln-agent: internal error: {info}\n");

@@ -167,6 +167,9 @@ async fn boot_params(
             )
             .await?;
         tracing::info!(account = %user.account, %expires, "bootstrap token baked into an installer");
+        // The kernel prints its command line on every console at boot unless `quiet`: a
+        // token must not end up in serial logs and BMC console captures.
+        params.push("quiet".to_string());
         params.push(format!("kiln.token={token}"));
     }
     Ok(params)
