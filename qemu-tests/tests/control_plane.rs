@@ -2,7 +2,8 @@
 //! and a real docker-registry holding the test image run on 127.0.0.1; the operator uses
 //! the real `kilnctl`; the installer boots with a bootstrap token, registers, and carries out
 //! the provisioning run the operator starts, kexecs into the installed system, whose
-//! injected agent reconnects as the same machine. The guest reaches both services through slirp
+//! injected agent reconnects as the same machine; re-provisioning kexecs back into the
+//! installer (served by kiln-server) and round again. The guest reaches both services through slirp
 //! (`restrict=on`) guestfwds only: the server at 10.0.2.100:8443, the registry at
 //! 10.0.2.101:5000.
 
@@ -50,6 +51,12 @@ impl Server {
         let dir = tempfile::tempdir()?;
         let port = registry::free_port();
         let log = std::fs::File::create(dir.path().join("server.log"))?;
+        // The installer it serves to machines that re-provision.
+        std::fs::create_dir_all(dir.path().join("artifacts"))?;
+        std::fs::copy(
+            artifacts::installer()?,
+            dir.path().join("artifacts/vmlinuz"),
+        )?;
         let mut child = Command::new(binary("kiln-server")?)
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .arg("--data-dir")
@@ -253,6 +260,33 @@ fn run(name: &str, server: &Server, registry_port: u16) -> Result<()> {
         ensure!(
             m["state"] == "installed",
             "machine in its installed system: {m}"
+        );
+
+        // Re-provisioning: the installed agent downloads the installer from the server and
+        // kexecs into it as the same machine; the installer carries out the new run and
+        // kexecs into the freshly installed system again.
+        let run = server.kilnctl(&["provision", "start", &id, "--yes"])?;
+        let run2 = run["id"].as_str().context("run id")?.to_string();
+        g.expect(&format!("re-provisioning (run {run2})"), STEP)?;
+        let line = g.expect("kexec: booting", STEP)?;
+        ensure!(
+            line.contains("kiln.credential=<redacted>")
+                && line.contains(&format!("kiln.machine={id}")),
+            "{line}"
+        );
+        g.expect("running as pid 1", BOOT)?;
+        g.expect(&format!("order provision: run {run2}"), STEP)?;
+        let done = wait_for("the second run to end", PROVISION, || {
+            let r = server.kilnctl(&["provision", "get", &run2])?;
+            Ok(matches!(r["status"].as_str(), Some("completed" | "failed")).then_some(r))
+        })?;
+        ensure!(done["status"] == "completed", "second run: {done}");
+        g.expect("kiln-test-image: booted", BOOT)?;
+        g.expect(&format!("installed system: machine {id}"), BOOT)?;
+        let machines = server.kilnctl(&["machine", "list"])?;
+        ensure!(
+            machines.as_array().map(Vec::len) == Some(1),
+            "re-provisioning registered a second machine: {machines}"
         );
         let text = g.serial_text();
         ensure!(!text.contains(&token), "the token reached the console");

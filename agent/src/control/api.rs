@@ -72,6 +72,14 @@ pub trait Api: Send + Sync {
         batch: &EventBatch,
     ) -> Result<EventAck, CallError>;
     fn ack_action(&self, id: &Identity, action: Uuid) -> Result<(), CallError>;
+    /// Downloads the installer artifact `name` (`GET /artifacts/{name}`, e.g. `vmlinuz`)
+    /// to `dest` over the same pinned TLS; the bytes written.
+    fn download_artifact(&self, name: &str, dest: &std::path::Path) -> Result<u64, CallError> {
+        Err(CallError::Invalid {
+            what: format!("GET /artifacts/{name} to {}", dest.display()),
+            message: "this client cannot download artifacts".into(),
+        })
+    }
 }
 
 /// The HTTPS client of one control plane.
@@ -208,6 +216,50 @@ impl Client {
     }
 }
 
+impl Client {
+    /// The server's base URL (the agent API base without its path).
+    fn server(&self) -> &str {
+        self.base.strip_suffix(AGENT_API_BASE).unwrap_or(&self.base)
+    }
+
+    fn download(&self, name: &str, dest: &std::path::Path) -> Result<u64, CallError> {
+        let url = format!("{}/artifacts/{name}", self.server());
+        let what = format!("GET {url}");
+        let resp = match self.agent.get(&url).call() {
+            Ok(r) => r,
+            Err(ureq::Error::Status(status, r)) => {
+                return Err(CallError::Status {
+                    what,
+                    status,
+                    message: error_text(r),
+                });
+            }
+            Err(e) => {
+                return Err(CallError::Unreachable {
+                    what,
+                    attempts: 1,
+                    message: e.to_string(),
+                });
+            }
+        };
+        let want: Option<u64> = resp.header("Content-Length").and_then(|v| v.parse().ok());
+        let io = |e: std::io::Error| CallError::Invalid {
+            what: format!("{what} to {}", dest.display()),
+            message: e.to_string(),
+        };
+        let mut f = std::fs::File::create(dest).map_err(io)?;
+        let n = std::io::copy(&mut resp.into_reader(), &mut f).map_err(io)?;
+        f.sync_all().map_err(io)?;
+        if want.is_some_and(|w| w != n) {
+            return Err(CallError::Invalid {
+                what,
+                message: format!("got {n} bytes of {}", want.unwrap_or_default()),
+            });
+        }
+        Ok(n)
+    }
+}
+
 /// The `error` of a JSON error body, else the start of the body.
 fn error_text(resp: ureq::Response) -> String {
     let text = resp.into_string().unwrap_or_default();
@@ -266,6 +318,10 @@ impl Api for Client {
             None,
         )
         .map(|_| ())
+    }
+
+    fn download_artifact(&self, name: &str, dest: &std::path::Path) -> Result<u64, CallError> {
+        self.download(name, dest)
     }
 }
 

@@ -9,7 +9,9 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use anyhow::Result;
-use kiln_protocol::{Heartbeat, Order};
+use kiln_protocol::{
+    AgentEnvironment, EventBatch, Heartbeat, Order, ProvisionOrder, RunEvent, SequencedEvent,
+};
 use uuid::Uuid;
 
 use super::api::{Api, CallError, LONG_POLL_SECS};
@@ -151,6 +153,65 @@ impl Drop for Heartbeats {
     }
 }
 
+/// From an installed system: downloads the installer from the control plane and kexecs
+/// into it with this machine's identity. Returns only on failure.
+fn reinstall(
+    cfg: &Config,
+    p: &ProvisionOrder,
+    api: &dyn Api,
+    reporter: &Arc<Reporter>,
+) -> anyhow::Error {
+    reporter.emit(Event::info(format!(
+        "re-provisioning (run {}): booting the installer from {}/artifacts/vmlinuz",
+        p.run_id, cfg.server
+    )));
+    let dest = cfg.work_dir.join("kiln-installer.vmlinuz");
+    if let Err(e) = std::fs::create_dir_all(&cfg.work_dir) {
+        return anyhow::anyhow!("creating {}: {e}", cfg.work_dir.display());
+    }
+    if let Err(e) = api.download_artifact("vmlinuz", &dest) {
+        return anyhow::Error::new(e).context("downloading the installer to re-provision");
+    }
+    let src = crate::kexec::installer::InstallerSource {
+        location: dest.display().to_string(),
+        sha256: None,
+    };
+    let report = |e| reporter.emit(e);
+    match crate::kexec::installer::to_installer(&src, &cfg.state_file, &[], &report) {
+        Ok(never) => match never {},
+        Err(e) => e.context("booting the installer to re-provision"),
+    }
+}
+
+/// Reports a run as failed with `e` (one event after the server's acknowledged ones).
+fn fail_run(
+    id: &Identity,
+    p: &ProvisionOrder,
+    api: &dyn Api,
+    reporter: &Arc<Reporter>,
+    e: &anyhow::Error,
+) {
+    reporter.emit(Event::Message {
+        level: Level::Error,
+        text: format!("provisioning run {} failed: {e:#}", p.run_id),
+    });
+    let batch = EventBatch {
+        events: vec![SequencedEvent {
+            seq: p.acked_seq + 1,
+            at: time::OffsetDateTime::now_utc(),
+            event: RunEvent::Failed {
+                error: format!("{e:#}"),
+            },
+        }],
+    };
+    if let Err(e) = api.post_events(id, p.run_id, &batch) {
+        reporter.emit(Event::Message {
+            level: Level::Warn,
+            text: format!("reporting run {} as failed: {e}", p.run_id),
+        });
+    }
+}
+
 fn order_summary(o: &Order) -> (&'static str, String) {
     match o {
         Order::Provision(p) => (
@@ -200,6 +261,13 @@ fn orders(
             summary,
         });
         match order {
+            Order::Provision(p) if cfg.environment == AgentEnvironment::Installed => {
+                // Re-provisioning: the disk in use cannot be written from here. Boot the
+                // installer (which reconnects as this machine and takes the same run).
+                let e = reinstall(cfg, &p, api.as_ref(), &reporter);
+                *done += 1;
+                fail_run(id, &p, api.as_ref(), &reporter, &e);
+            }
             Order::Provision(p) => {
                 let outcome = provisioning::run(&p, cfg, id, api.clone(), reporter.clone())?;
                 *done += 1;
