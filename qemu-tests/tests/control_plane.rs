@@ -10,10 +10,10 @@
 mod support;
 
 use anyhow::{Context, Result, bail, ensure};
-use kiln_qemu_tests::{Boot, Bus, GuestBuilder, artifacts};
+use kiln_qemu_tests::{Boot, Bus, Guest, GuestBuilder, artifacts};
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use support::{GIB, check_provisioned, disk, push_layout, registry, test_image, untouched};
@@ -165,29 +165,41 @@ fn vm_token_boot_registers_and_provisions_by_operator_order() -> Result<()> {
     result
 }
 
-fn run(name: &str, server: &Server, registry_port: u16) -> Result<()> {
-    // The operator's side, with kilnctl: an image, a role using it with user-data, and a
-    // bootstrap token that assigns the role.
-    let tmp = tempfile::tempdir()?;
-    let image_ref = format!("{REGISTRY_IN_GUEST}/kiln/test:latest");
-    server.kilnctl(&["image", "create", "kiln-test", "--oci-url", &image_ref])?;
-    let user_data = tmp.path().join("user-data");
-    std::fs::write(&user_data, "#cloud-config\nhostname: kiln-e2e\n")?;
+/// The operator's side, with kilnctl: image `image` at `image_ref`, a role `web` using it
+/// with `user_data`, and a one-day bootstrap token that assigns the role.
+fn operator_setup(
+    server: &Server,
+    image: &str,
+    image_ref: &str,
+    user_data: &str,
+    tmp: &Path,
+) -> Result<String> {
+    server.kilnctl(&["image", "create", image, "--oci-url", image_ref])?;
+    let file = tmp.join("user-data");
+    std::fs::write(&file, user_data)?;
     server.kilnctl(&[
         "role",
         "create",
         "web",
         "--image",
-        "kiln-test",
+        image,
         "--user-data",
-        user_data.to_str().context("path")?,
+        file.to_str().context("path")?,
     ])?;
     let token = server.kilnctl(&["token", "create", "--lifetime", "1d", "--role", "web"])?;
-    let token = token["token"].as_str().context("token")?.to_string();
+    Ok(token["token"].as_str().context("token")?.to_string())
+}
 
-    let size = 3 * GIB;
-    let target = disk(tmp.path(), "target.img", size, None)?;
-    let decoy = disk(tmp.path(), "decoy.img", 2 * GIB, Some(0xA5))?;
+/// The installer booted with the bootstrap token, the disks (path, serial) and a NIC whose
+/// only ways out are the guestfwds to the server and the registry; disk hint
+/// `serial=KILN-TARGET`.
+fn installer(
+    name: &str,
+    server: &Server,
+    registry_port: u16,
+    token: &str,
+    disks: &[(&Path, &str)],
+) -> Result<Guest> {
     // `quiet`, as kiln-server's baked ISO and iPXE script have with a token: the kernel
     // prints its command line on the console otherwise.
     let append = format!(
@@ -196,7 +208,7 @@ fn run(name: &str, server: &Server, registry_port: u16) -> Result<()> {
          kiln.disk=serial=KILN-TARGET",
         pin = server.pin
     );
-    let mut g = GuestBuilder::new(
+    let mut b = GuestBuilder::new(
         name,
         Boot::Kernel {
             kernel: artifacts::bare_kernel()?,
@@ -204,10 +216,11 @@ fn run(name: &str, server: &Server, registry_port: u16) -> Result<()> {
             append,
         },
     )
-    .memory_mib(1024)
-    .disk(&decoy, Bus::Virtio, "KILN-DECOY")
-    .disk(&target, Bus::Virtio, "KILN-TARGET")
-    .args([
+    .memory_mib(1024);
+    for (path, serial) in disks {
+        b = b.disk(path, Bus::Virtio, serial);
+    }
+    b.args([
         "-netdev".to_string(),
         format!(
             "user,id=n0,restrict=on,{},{}",
@@ -217,17 +230,51 @@ fn run(name: &str, server: &Server, registry_port: u16) -> Result<()> {
         "-device".into(),
         "virtio-net-pci,netdev=n0".into(),
     ])
-    .start()?;
+    .start()
+}
+
+/// The machine the token registered (the only one), after the installer said so.
+fn registered_machine(g: &mut Guest, server: &Server) -> Result<Value> {
+    let registered = g.expect("registered with ", BOOT)?;
+    ensure!(registered.contains("(token)"), "{registered}");
+    let machines = server.kilnctl(&["machine", "list"])?;
+    machines
+        .as_array()
+        .and_then(|a| a.first())
+        .cloned()
+        .context("no machine registered")
+}
+
+/// Polls run `run` until it is completed or failed.
+fn run_result(server: &Server, run: &str) -> Result<Value> {
+    wait_for(&format!("run {run} to end"), PROVISION, || {
+        let r = server.kilnctl(&["provision", "get", run])?;
+        Ok(matches!(r["status"].as_str(), Some("completed" | "failed")).then_some(r))
+    })
+}
+
+fn run(name: &str, server: &Server, registry_port: u16) -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let token = operator_setup(
+        server,
+        "kiln-test",
+        &format!("{REGISTRY_IN_GUEST}/kiln/test:latest"),
+        "#cloud-config\nhostname: kiln-e2e\n",
+        tmp.path(),
+    )?;
+    let size = 3 * GIB;
+    let target = disk(tmp.path(), "target.img", size, None)?;
+    let decoy = disk(tmp.path(), "decoy.img", 2 * GIB, Some(0xA5))?;
+    let mut g = installer(
+        name,
+        server,
+        registry_port,
+        &token,
+        &[(&decoy, "KILN-DECOY"), (&target, "KILN-TARGET")],
+    )?;
     g.check(|g| {
-        let registered = g.expect("registered with ", BOOT)?;
-        ensure!(registered.contains("(token)"), "{registered}");
         // The machine is approved by the token, with the token's role.
-        let machines = server.kilnctl(&["machine", "list"])?;
-        let m = machines
-            .as_array()
-            .and_then(|a| a.first())
-            .context("no machine registered")?
-            .clone();
+        let m = registered_machine(g, server)?;
         ensure!(m["state"] == "approved", "{m}");
         ensure!(m["roles"] == serde_json::json!(["web"]), "{m}");
         let id = m["id"].as_str().context("machine id")?.to_string();
@@ -238,10 +285,7 @@ fn run(name: &str, server: &Server, registry_port: u16) -> Result<()> {
         let run = server.kilnctl(&["provision", "start", &id])?;
         let run_id = run["id"].as_str().context("run id")?.to_string();
         g.expect("order provision", STEP)?;
-        let done = wait_for("the run to end", PROVISION, || {
-            let r = server.kilnctl(&["provision", "get", &run_id])?;
-            Ok(matches!(r["status"].as_str(), Some("completed" | "failed")).then_some(r))
-        })?;
+        let done = run_result(server, &run_id)?;
         ensure!(done["status"] == "completed", "run: {done}");
         ensure!(done["percent"] == 100, "run: {done}");
         let m = server.kilnctl(&["machine", "get", &id])?;
@@ -276,10 +320,7 @@ fn run(name: &str, server: &Server, registry_port: u16) -> Result<()> {
         );
         g.expect("running as pid 1", BOOT)?;
         g.expect(&format!("order provision: run {run2}"), STEP)?;
-        let done = wait_for("the second run to end", PROVISION, || {
-            let r = server.kilnctl(&["provision", "get", &run2])?;
-            Ok(matches!(r["status"].as_str(), Some("completed" | "failed")).then_some(r))
-        })?;
+        let done = run_result(server, &run2)?;
         ensure!(done["status"] == "completed", "second run: {done}");
         g.expect("kiln-test-image: booted", BOOT)?;
         g.expect(&format!("installed system: machine {id}"), BOOT)?;
@@ -298,4 +339,85 @@ fn run(name: &str, server: &Server, registry_port: u16) -> Result<()> {
     eprintln!("[{name}] {}: {seen}", target.display());
     untouched(&decoy, 2 * GIB, Some(0xA5))?;
     Ok(())
+}
+
+/// The Debian 12 image's OCI layout (scripts/build-debian-image, cached).
+fn debian_image() -> Result<PathBuf> {
+    let script = artifacts::workspace().join("scripts/build-debian-image");
+    let out = Command::new(&script)
+        .arg("--path")
+        .output()
+        .with_context(|| format!("running {}", script.display()))?;
+    ensure!(
+        out.status.success(),
+        "no cached Debian 12 image: run scripts/build-debian-image (scripts/test root does): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+}
+
+/// A real Debian 12 (systemd, cloud-init, openssh-server, its own kernel and initrd)
+/// provisioned through the control plane: the installer kexecs into Debian's kernel, real
+/// cloud-init runs the role's user-data from the NoCloud seed, and the agent injected as a
+/// systemd service reconnects.
+#[test]
+#[ignore = "vm: boots QEMU with the Debian 12 image (scripts/build-debian-image), kiln-server, docker-registry (scripts/test vm)"]
+fn vm_debian_image_runs_the_roles_cloud_init() -> Result<()> {
+    const DEBIAN_BOOT: Duration = Duration::from_secs(900);
+    let name = "debian-cloud-init";
+    let layout = debian_image()?;
+    let reg = registry::Registry::start(registry::Auth::None);
+    push_layout(
+        &layout,
+        "bookworm",
+        &format!("{}/kiln/debian:12", reg.host()),
+        &reg.host(),
+    )?;
+    let server = Server::start()?;
+    let tmp = tempfile::tempdir()?;
+    let result = (|| -> Result<()> {
+        let token = operator_setup(
+            &server,
+            "debian-12-lab",
+            &format!("{REGISTRY_IN_GUEST}/kiln/debian:12"),
+            "#cloud-config\nhostname: kiln-debian\nruncmd:\n  - [sh, -c, 'echo KILN-RUNCMD-$(hostname) > /dev/ttyS0']\n",
+            tmp.path(),
+        )?;
+        let size = 4 * GIB;
+        let target = disk(tmp.path(), "target.img", size, None)?;
+        let mut g = installer(name, &server, reg.port, &token, &[(&target, "KILN-TARGET")])?;
+        g.check(|g| {
+            let m = registered_machine(g, &server)?;
+            let id = m["id"].as_str().context("machine id")?.to_string();
+            let run = server.kilnctl(&["provision", "start", &id])?;
+            let run_id = run["id"].as_str().context("run id")?.to_string();
+            let done = run_result(&server, &run_id)?;
+            ensure!(done["status"] == "completed", "run: {done}");
+            let line = g.expect("kexec: booting", STEP)?;
+            ensure!(
+                line.contains("initrd"),
+                "Debian boots with its initrd: {line}"
+            );
+            let started = Instant::now();
+            g.expect("KILN-RUNCMD-kiln-debian", DEBIAN_BOOT)?;
+            eprintln!(
+                "[{name}] kexec -> cloud-init runcmd: {:.1?}",
+                started.elapsed()
+            );
+            let m = wait_for("a heartbeat from Debian's agent", DEBIAN_BOOT, || {
+                let m = server.kilnctl(&["machine", "get", &id])?;
+                Ok((m["environment"] == "installed").then_some(m))
+            })?;
+            ensure!(m["state"] == "installed", "machine in Debian: {m}");
+            eprintln!(
+                "[{name}] kexec -> agent heartbeat: {:.1?}",
+                started.elapsed()
+            );
+            Ok(())
+        })
+    })();
+    if result.is_err() {
+        eprintln!("[{name}] kiln-server log:\n{}", server.log());
+    }
+    result
 }
