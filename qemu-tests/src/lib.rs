@@ -135,6 +135,26 @@ impl GuestBuilder {
         self
     }
 
+    /// A virtio NIC on QEMU's user network with `restrict=on` (nothing leaves the VM) whose
+    /// only ways out are `forwards`: guest `addr:port` to `127.0.0.1:host_port` on the
+    /// host, one `socat` per guest connection. (A `guestfwd` to `tcp:HOST:PORT` is a
+    /// single chardev connection shared by every guest connection: concurrent streams,
+    /// like the agent's blob downloads, would interleave on it.)
+    pub fn forwarded_nic(self, forwards: &[(&str, u16)]) -> Self {
+        let mut netdev = "user,id=n0,restrict=on".to_string();
+        for (addr, port) in forwards {
+            netdev.push_str(&format!(
+                ",guestfwd=tcp:{addr}-cmd:socat - TCP:127.0.0.1:{port}"
+            ));
+        }
+        self.args([
+            "-netdev".to_string(),
+            netdev,
+            "-device".into(),
+            "virtio-net-pci,netdev=n0".into(),
+        ])
+    }
+
     /// Runs QEMU under a command prefix, e.g. `["ip", "netns", "exec", NS]` so that its
     /// tap devices are those of a network namespace the test made. The prefix must exec
     /// QEMU (not fork it): dropping the [`Guest`] kills the process it started.

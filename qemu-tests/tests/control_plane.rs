@@ -141,10 +141,6 @@ fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Result<Option
     }
 }
 
-fn guestfwd(addr: &str, port: u16) -> String {
-    format!("guestfwd=tcp:{addr}-cmd:socat - TCP:127.0.0.1:{port}")
-}
-
 #[test]
 #[ignore = "vm: boots QEMU, starts kiln-server and docker-registry (scripts/test vm)"]
 fn vm_token_boot_registers_and_provisions_by_operator_order() -> Result<()> {
@@ -220,15 +216,9 @@ fn installer(
     for (path, serial) in disks {
         b = b.disk(path, Bus::Virtio, serial);
     }
-    b.args([
-        "-netdev".to_string(),
-        format!(
-            "user,id=n0,restrict=on,{},{}",
-            guestfwd(SERVER_IN_GUEST, server.port),
-            guestfwd(REGISTRY_IN_GUEST, registry_port)
-        ),
-        "-device".into(),
-        "virtio-net-pci,netdev=n0".into(),
+    b.forwarded_nic(&[
+        (SERVER_IN_GUEST, server.port),
+        (REGISTRY_IN_GUEST, registry_port),
     ])
     .start()
 }

@@ -36,9 +36,6 @@ fn provision_by_serial(name: &str, serial: &str, device: &str) -> Result<()> {
     let nvme = disk(tmp.path(), "nvme.img", size, None)?;
     let decoy = disk(tmp.path(), "decoy.img", decoy_size, Some(0xA5))?;
 
-    // guestfwd to `tcp:HOST:PORT` is ONE chardev connection that every guest connection
-    // shares: the agent's concurrent blob streams (GPT peek, layer 0, layer 1 prefetching)
-    // would interleave on it. `cmd:` spawns socat per guest connection instead.
     let mut g: Guest = GuestBuilder::new(
         name,
         Boot::Kernel {
@@ -51,15 +48,7 @@ fn provision_by_serial(name: &str, serial: &str, device: &str) -> Result<()> {
     .disk(&virtio, Bus::Virtio, "KILN-VIRTIO-1")
     .disk(&decoy, Bus::Virtio, "KILN-DECOY-1")
     .disk(&nvme, Bus::Nvme, "KILN-NVME-1")
-    .args([
-        "-netdev".to_string(),
-        format!(
-            "user,id=n0,restrict=on,guestfwd=tcp:10.0.2.100:5000-cmd:socat - TCP:127.0.0.1:{}",
-            reg.port
-        ),
-        "-device".into(),
-        "virtio-net-pci,netdev=n0".into(),
-    ])
+    .forwarded_nic(&[("10.0.2.100:5000", reg.port)])
     .start()?;
     g.check(|g| {
         g.expect("nothing more to do", BOOT)?;
@@ -199,15 +188,7 @@ fn vm_provision_kexec_and_back() -> Result<()> {
     .memory_mib(1024)
     .disk(&target, Bus::Virtio, "KILN-TARGET-1")
     .disk(&media, Bus::Virtio, "KILN-MEDIA-1")
-    .args([
-        "-netdev".to_string(),
-        format!(
-            "user,id=n0,restrict=on,guestfwd=tcp:10.0.2.100:5000-cmd:socat - TCP:127.0.0.1:{}",
-            reg.port
-        ),
-        "-device".into(),
-        "virtio-net-pci,netdev=n0".into(),
-    ])
+    .forwarded_nic(&[("10.0.2.100:5000", reg.port)])
     .start()?;
     g.check(|g| {
         g.expect("nothing more to do", BOOT)?;

@@ -142,6 +142,7 @@ fn hooks(orders: usize) -> Hooks {
         boot: Arc::new(NoKexec),
         reboot: Arc::new(|why| anyhow::anyhow!("test: would reboot ({why})")),
         boot_after_provision: false,
+        provision_via_installer: false,
         claim_poll: Duration::from_millis(200),
         inventory: Arc::new(super::inventory::collect),
         max_orders: Some(orders),

@@ -9,9 +9,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use anyhow::Result;
-use kiln_protocol::{
-    AgentEnvironment, EventBatch, Heartbeat, Order, ProvisionOrder, RunEvent, SequencedEvent,
-};
+use kiln_protocol::{EventBatch, Heartbeat, Order, ProvisionOrder, RunEvent, SequencedEvent};
 use uuid::Uuid;
 
 use super::api::{Api, CallError, LONG_POLL_SECS};
@@ -33,6 +31,9 @@ pub struct Hooks {
     /// After a completed run: boot the installed system (PID 1) or go on serving (a daemon,
     /// tests).
     pub boot_after_provision: bool,
+    /// Provision orders boot the installer instead (an installed system cannot write the
+    /// disk it runs from): the installed system's daemon.
+    pub provision_via_installer: bool,
     /// Pause between approval claims.
     pub claim_poll: Duration,
     /// Source of the inventory sent at registration.
@@ -50,6 +51,7 @@ impl Hooks {
                 crate::init::power::act(&reporter, PowerAction::Reboot, why).into()
             }),
             boot_after_provision: true,
+            provision_via_installer: false,
             claim_poll: Duration::from_secs(3),
             inventory: Arc::new(super::inventory::collect),
             max_orders: None,
@@ -69,6 +71,7 @@ impl Hooks {
                 Err(e) => anyhow::anyhow!("reboot ({why}): running reboot: {e}"),
             }),
             boot_after_provision: false,
+            provision_via_installer: true,
             claim_poll: Duration::from_secs(3),
             inventory: Arc::new(super::inventory::collect),
             max_orders: None,
@@ -261,7 +264,7 @@ fn orders(
             summary,
         });
         match order {
-            Order::Provision(p) if cfg.environment == AgentEnvironment::Installed => {
+            Order::Provision(p) if hooks.provision_via_installer => {
                 // Re-provisioning: the disk in use cannot be written from here. Boot the
                 // installer (which reconnects as this machine and takes the same run).
                 let e = reinstall(cfg, &p, api.as_ref(), &reporter);
@@ -419,6 +422,7 @@ mod tests {
                 anyhow::anyhow!("test reboot refused")
             }),
             boot_after_provision: false,
+            provision_via_installer: false,
             claim_poll: Duration::from_millis(1),
             inventory: Arc::new(kiln_protocol::Inventory::default),
             max_orders: Some(max_orders),
