@@ -228,7 +228,10 @@ fn iso(name: &str, firmware: Firmware, media: Media, display: bool) -> Result<()
         cp.contains(&format!("control plane: {ISO_URL};")),
         "URL baked into the ISO not seen: {cp}"
     );
-    g.expect("nothing more to do", STEP)?;
+    // The agent acts on the baked URL: an https control plane without a CA pin is refused
+    // with the parameter to add (and retried), never trusted blindly.
+    let refusal = g.expect("but no CA pin is set", STEP)?;
+    ensure!(refusal.contains("kiln.ca=sha256:"), "{refusal}");
     if display {
         let shot = artifacts::out_dir().join(format!("test-logs/{name}.ppm"));
         g.screendump(&shot)?;
