@@ -16,7 +16,9 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use support::{GIB, check_provisioned, disk, push_layout, registry, test_image, untouched};
+use support::{
+    GIB, check_provisioned, disk, registry, registry_with, registry_with_test_image, untouched,
+};
 
 const BOOT: Duration = Duration::from_secs(300);
 const STEP: Duration = Duration::from_secs(120);
@@ -145,14 +147,7 @@ fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Result<Option
 #[ignore = "vm: boots QEMU, starts kiln-server and docker-registry (scripts/test vm)"]
 fn vm_token_boot_registers_and_provisions_by_operator_order() -> Result<()> {
     let name = "control-plane";
-    let layout = test_image()?;
-    let reg = registry::Registry::start(registry::Auth::None);
-    push_layout(
-        &layout,
-        "test",
-        &format!("{}/kiln/test:latest", reg.host()),
-        &reg.host(),
-    )?;
+    let reg = registry_with_test_image()?;
     let server = Server::start()?;
     let result = run(name, &server, reg.port);
     if result.is_err() {
@@ -355,14 +350,7 @@ fn debian_image() -> Result<PathBuf> {
 fn vm_debian_image_runs_the_roles_cloud_init() -> Result<()> {
     const DEBIAN_BOOT: Duration = Duration::from_secs(900);
     let name = "debian-cloud-init";
-    let layout = debian_image()?;
-    let reg = registry::Registry::start(registry::Auth::None);
-    push_layout(
-        &layout,
-        "bookworm",
-        &format!("{}/kiln/debian:12", reg.host()),
-        &reg.host(),
-    )?;
+    let reg = registry_with(&debian_image()?, "bookworm", "kiln/debian:12")?;
     let server = Server::start()?;
     let tmp = tempfile::tempdir()?;
     let result = (|| -> Result<()> {

@@ -12,7 +12,7 @@ use anyhow::{Context, Result, bail, ensure};
 use kiln_qemu_tests::{Boot, Bus, Guest, GuestBuilder, artifacts};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use support::{GIB, MIB, check_provisioned, disk, push_layout, registry, test_image, untouched};
+use support::{GIB, MIB, check_provisioned, disk, registry_with_test_image, untouched};
 
 const BOOT: Duration = Duration::from_secs(300);
 const STEP: Duration = Duration::from_secs(60);
@@ -20,14 +20,7 @@ const PROVISION: Duration = Duration::from_secs(900);
 
 /// Boots the installer with three disks and provisions the one `serial` names.
 fn provision_by_serial(name: &str, serial: &str, device: &str) -> Result<()> {
-    let layout = test_image()?;
-    let reg = registry::Registry::start(registry::Auth::None);
-    push_layout(
-        &layout,
-        "test",
-        &format!("{}/kiln/test:latest", reg.host()),
-        &reg.host(),
-    )?;
+    let reg = registry_with_test_image()?;
 
     let tmp = tempfile::tempdir()?;
     let size = 3 * GIB;
@@ -163,14 +156,7 @@ fn sha256_hex(p: &Path) -> Result<String> {
 #[ignore = "vm: boots QEMU, starts docker-registry (scripts/test vm)"]
 fn vm_provision_kexec_and_back() -> Result<()> {
     let name = "provision-kexec";
-    let layout = test_image()?;
-    let reg = registry::Registry::start(registry::Auth::None);
-    push_layout(
-        &layout,
-        "test",
-        &format!("{}/kiln/test:latest", reg.host()),
-        &reg.host(),
-    )?;
+    let reg = registry_with_test_image()?;
     let installer = artifacts::installer()?;
     let installer_sha = sha256_hex(&installer)?;
     let tmp = tempfile::tempdir()?;

@@ -80,6 +80,19 @@ pub fn push_layout(dir: &Path, tag: &str, reference: &str, host: &str) -> Result
     Ok(())
 }
 
+/// A real docker-registry on 127.0.0.1 (killed on drop) holding tag `tag` of the OCI
+/// layout `layout` as `<registry>/<repo>`, pushed with kiln-oci's pusher.
+pub fn registry_with(layout: &Path, tag: &str, repo: &str) -> Result<registry::Registry> {
+    let reg = registry::Registry::start(registry::Auth::None);
+    push_layout(layout, tag, &format!("{}/{repo}", reg.host()), &reg.host())?;
+    Ok(reg)
+}
+
+/// [`registry_with`] the small test image as `kiln/test:latest`.
+pub fn registry_with_test_image() -> Result<registry::Registry> {
+    registry_with(&test_image()?, "test", "kiln/test:latest")
+}
+
 /// A sparse disk file; `pattern` marks its first and last MiB so changes show.
 pub fn disk(dir: &Path, name: &str, size: u64, pattern: Option<u8>) -> Result<PathBuf> {
     let p = dir.join(name);
