@@ -104,9 +104,9 @@ pub struct RootFsReport {
 
 /// Runs a tool; on failure the error names the command, its status and its stderr.
 pub fn run(cmd: &str, args: &[&str]) -> Result<String> {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
+    // A registered child: as PID 1 the orphan reaper would otherwise collect its exit
+    // status first (ECHILD here).
+    let out = crate::init::reaper::output(Command::new(cmd).args(args))
         .with_context(|| format!("running {cmd} (is it installed?)"))?;
     if !out.status.success() {
         bail!(
@@ -210,9 +210,7 @@ fn prepare_inner(
             }
             if t == FsType::Ext4 {
                 // Offline: check first (resize2fs insists), then grow to the partition.
-                let st = Command::new("e2fsck")
-                    .args(["-f", "-p", p])
-                    .output()
+                let st = crate::init::reaper::output(Command::new("e2fsck").args(["-f", "-p", p]))
                     .context("running e2fsck")?;
                 if !matches!(st.status.code(), Some(0 | 1)) {
                     bail!(
