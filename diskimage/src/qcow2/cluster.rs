@@ -24,7 +24,7 @@ pub fn l1_entry(h: &Header, e: u64) -> Result<Option<u64>, Qcow2Error> {
     if off == 0 {
         return Ok(None);
     }
-    if off % h.cluster_size() != 0 {
+    if !off.is_multiple_of(h.cluster_size()) {
         return Err(Qcow2Error::Invalid {
             field: "L1 entry",
             detail: format!("L2 table offset {off:#x} is not cluster aligned"),
@@ -46,7 +46,7 @@ pub fn l2_entry(h: &Header, e: u64) -> Result<Mapping, Qcow2Error> {
     if e & ZERO != 0 || off == 0 {
         return Ok(Mapping::Zero);
     }
-    if off % h.cluster_size() != 0 {
+    if !off.is_multiple_of(h.cluster_size()) {
         return Err(Qcow2Error::Invalid {
             field: "L2 entry",
             detail: format!("data cluster offset {off:#x} is not cluster aligned"),
@@ -58,7 +58,7 @@ pub fn l2_entry(h: &Header, e: u64) -> Result<Mapping, Qcow2Error> {
 /// The refcount block offset from a refcount table entry (`None`: no block).
 pub fn reftable_entry(h: &Header, e: u64) -> Option<u64> {
     let off = e & !511;
-    (off != 0 && off % h.cluster_size() == 0).then_some(off)
+    (off != 0 && off.is_multiple_of(h.cluster_size())).then_some(off)
 }
 
 /// Big-endian u64 entries of a table.

@@ -281,7 +281,7 @@ fn check_sizes(h: &Header) -> Result<(), Qcow2Error> {
             ),
         ));
     }
-    if h.l1_size > 0 && (h.l1_table_offset % cs != 0 || h.l1_table_offset < cs) {
+    if h.l1_size > 0 && (!h.l1_table_offset.is_multiple_of(cs) || h.l1_table_offset < cs) {
         return Err(invalid(
             "l1_table_offset",
             format!("{:#x} is not a cluster past the header", h.l1_table_offset),
@@ -294,7 +294,8 @@ fn check_sizes(h: &Header) -> Result<(), Qcow2Error> {
             format!("{} clusters is above 8 MiB", h.refcount_table_clusters),
         ));
     }
-    if rt_bytes > 0 && (h.refcount_table_offset % cs != 0 || h.refcount_table_offset < cs) {
+    if rt_bytes > 0 && (!h.refcount_table_offset.is_multiple_of(cs) || h.refcount_table_offset < cs)
+    {
         return Err(invalid(
             "refcount_table_offset",
             format!(

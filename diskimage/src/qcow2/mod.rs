@@ -143,7 +143,7 @@ pub fn convert<R: Read, W: Write + Seek>(
     sink: &mut W,
     options: &Options,
 ) -> Result<Report, Qcow2Error> {
-    const ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+    static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
     let zeros = options.zeros;
     extents(input, options, |event| match event {
         Event::Header(_) => Ok(()),

@@ -68,7 +68,10 @@ pub fn synthetic(cluster_bits: u32, tables_last: bool) -> (Vec<u8>, Vec<u8>) {
                 seed ^= seed << 17;
                 *b = seed as u8;
             }),
-            1 => c.iter_mut().zip(format!("cluster {i} text ").bytes().cycle()).for_each(|(b, t)| *b = t),
+            1 => c
+                .iter_mut()
+                .zip(format!("cluster {i} text ").bytes().cycle())
+                .for_each(|(b, t)| *b = t),
             _ => {}
         }
     }
@@ -87,7 +90,8 @@ pub fn synthetic(cluster_bits: u32, tables_last: bool) -> (Vec<u8>, Vec<u8>) {
                 (1u64 << 63) | host
             }
             1 => {
-                let mut enc = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+                let mut enc =
+                    flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
                 enc.write_all(c).unwrap();
                 let z = enc.finish().unwrap();
                 body.extend_from_slice(&z);
@@ -116,6 +120,10 @@ pub fn synthetic(cluster_bits: u32, tables_last: bool) -> (Vec<u8>, Vec<u8>) {
     for (at, v, len) in fields {
         header[*at..at + len].copy_from_slice(&v.to_be_bytes()[8 - len..]);
     }
-    let image = if tables_last { [header, body, l1, l2].concat() } else { [header, l1, l2, body].concat() };
+    let image = if tables_last {
+        [header, body, l1, l2].concat()
+    } else {
+        [header, l1, l2, body].concat()
+    };
     (image, raw)
 }
