@@ -30,15 +30,7 @@ fn main() {
         let report = convert(&q, &ours);
         let kiln = t.elapsed().as_secs_f64();
         let t = Instant::now();
-        support::qemu_img(&[
-            "convert",
-            "-f",
-            "qcow2",
-            "-O",
-            "raw",
-            q.to_str().unwrap(),
-            theirs.to_str().unwrap(),
-        ]);
+        support::to_raw(&q, &theirs);
         fs::File::open(&theirs)
             .and_then(|f| f.sync_all())
             .expect("syncing qemu-img's output");
@@ -69,10 +61,7 @@ fn make_images(dir: &Path) -> Vec<(String, PathBuf)> {
         .iter()
         .map(|(name, args)| {
             let q = dir.join(format!("{name}.qcow2"));
-            let mut a = vec!["convert", "-f", "raw", "-O", "qcow2"];
-            a.extend_from_slice(args);
-            a.extend([raw.to_str().unwrap(), q.to_str().unwrap()]);
-            support::qemu_img(&a);
+            support::to_qcow2(&raw, &q, args);
             (name.to_string(), q)
         })
         .collect()

@@ -9,7 +9,7 @@ use std::io::{Seek, SeekFrom, Write};
 use std::path::Path;
 
 use kiln_diskimage::qcow2::{self, Options, Zeros};
-use support::{fixture_raw, qemu_img, qemu_img_present};
+use support::{fixture_raw, qemu_img_present, to_qcow2, to_raw};
 
 /// (name, qemu-img convert -O qcow2 arguments)
 const VARIANTS: &[(&str, &[&str])] = &[
@@ -40,20 +40,9 @@ fn qcow2_matches_qemu_img_byte_for_byte() {
     fixture_raw(&raw, 6 << 20);
     for (name, args) in VARIANTS {
         let q = dir.path().join(format!("{name}.qcow2"));
-        let mut a = vec!["convert", "-f", "raw", "-O", "qcow2"];
-        a.extend_from_slice(args);
-        a.extend([raw.to_str().unwrap(), q.to_str().unwrap()]);
-        qemu_img(&a);
+        to_qcow2(&raw, &q, args);
         let want = dir.path().join(format!("{name}.want"));
-        qemu_img(&[
-            "convert",
-            "-f",
-            "qcow2",
-            "-O",
-            "raw",
-            q.to_str().unwrap(),
-            want.to_str().unwrap(),
-        ]);
+        to_raw(&q, &want);
         let want = fs::read(&want).unwrap();
         for zeros in [Zeros::Holes, Zeros::Write] {
             let got = dir.path().join(format!("{name}.got"));

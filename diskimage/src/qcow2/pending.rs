@@ -31,12 +31,7 @@ impl Pending {
         let end = start.checked_add(len)?;
         let mut out = Vec::with_capacity(usize::try_from(len).ok()?);
         let mut at = start;
-        let first = self
-            .ranges
-            .range(..=start)
-            .next_back()
-            .map(|(k, _)| *k)
-            .unwrap_or(start);
+        let first = self.first_key(start);
         for (&k, v) in self.ranges.range(first..end) {
             let v_end = k + v.len() as u64;
             if v_end <= at {
@@ -57,12 +52,7 @@ impl Pending {
 
     /// Forgets `[start, end)`, splitting ranges that stick out on either side.
     pub fn remove(&mut self, start: u64, end: u64) {
-        let first = self
-            .ranges
-            .range(..=start)
-            .next_back()
-            .map(|(k, _)| *k)
-            .unwrap_or(start);
+        let first = self.first_key(start);
         let keys: Vec<u64> = self.ranges.range(first..end).map(|(k, _)| *k).collect();
         for k in keys {
             let v = self.ranges.remove(&k).expect("key listed");
@@ -77,6 +67,14 @@ impl Pending {
                 self.insert(end.max(k), keep);
             }
         }
+    }
+
+    /// The key of the range holding `start`, or `start` (where a scan for it begins).
+    fn first_key(&self, start: u64) -> u64 {
+        self.ranges
+            .range(..=start)
+            .next_back()
+            .map_or(start, |(k, _)| *k)
     }
 
     /// Forgets everything (every table has been read: nothing held can be placed any more).

@@ -25,6 +25,27 @@ pub fn qemu_img(args: &[&str]) {
     );
 }
 
+/// `qemu-img convert -O qcow2 ARGS raw out`.
+pub fn to_qcow2(raw: &Path, out: &Path, args: &[&str]) {
+    let mut a = vec!["convert", "-f", "raw", "-O", "qcow2"];
+    a.extend_from_slice(args);
+    a.extend([raw.to_str().unwrap(), out.to_str().unwrap()]);
+    qemu_img(&a);
+}
+
+/// `qemu-img convert -O raw qcow2 out`: the reference output.
+pub fn to_raw(qcow2: &Path, out: &Path) {
+    qemu_img(&[
+        "convert",
+        "-f",
+        "qcow2",
+        "-O",
+        "raw",
+        qcow2.to_str().unwrap(),
+        out.to_str().unwrap(),
+    ]);
+}
+
 /// A raw disk of `size` bytes: 64 KiB runs of pseudo-random data, text, zeros and sparse
 /// sectors, in an order that repeats every 7 runs (so every cluster size sees each kind).
 pub fn fixture_raw(path: &Path, size: usize) {
