@@ -64,7 +64,7 @@ async fn register_with_token(
         .verify(&st.db, token, OffsetDateTime::now_utc())
         .await
         .map_err(token_error)?;
-    let roles = roles_by_name(&st, claims.account, &claims.roles)
+    let roles = roles_by_name(st, claims.account, &claims.roles)
         .await
         .map_err(|e| {
             ApiError::conflict(format!(
