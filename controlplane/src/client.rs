@@ -143,6 +143,17 @@ impl Client {
         self.call(Method::GET, path, None::<&Value>).await
     }
 
+    /// `GET path`, decoded into a type.
+    pub async fn get_as<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        self.call_as(Method::GET, path, None::<&Value>).await
+    }
+
+    /// `DELETE path`, ignoring any answer body.
+    pub async fn delete(&self, path: &str) -> Result<()> {
+        self.call(Method::DELETE, path, None::<&Value>).await?;
+        Ok(())
+    }
+
     /// Downloads `path` into the file `dest`: written next to it, renamed when complete.
     /// Returns the number of bytes.
     pub async fn download(&self, path: &str, dest: &std::path::Path) -> Result<u64> {

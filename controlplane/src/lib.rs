@@ -8,6 +8,7 @@ pub mod cloudinit;
 pub mod db;
 pub mod iso;
 pub mod jwe;
+pub mod kilnctl;
 pub mod metrics;
 pub mod ratelimit;
 pub mod secrets;

@@ -97,7 +97,7 @@ pub enum TokenError {
 }
 
 /// An active or retired token key, as listed to admins (never the key itself).
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TokenKeyInfo {
     pub kid: String,
     #[serde(with = "time::serde::rfc3339")]

@@ -1,5 +1,6 @@
 //! Accounts, API keys, bootstrap tokens and token key rotation.
 
+use super::names::validate_name;
 use super::{ApiError, ApiResult, AppStateRef, User, parse_uuid};
 use crate::db::{Db, ms_to_time, now_ms};
 use crate::secrets::{hash_credential, new_credential};
@@ -145,21 +146,6 @@ async fn insert_key(
     .await
     .with_context(|| format!("creating API key {name:?}"))?;
     Ok((info, key))
-}
-
-pub(crate) fn validate_name(what: &str, name: &str) -> ApiResult<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::bad_request(format!(
-            "{what} name {name:?} is invalid: use 1-64 characters among a-z A-Z 0-9 - _ ."
-        )))
-    }
 }
 
 #[utoipa::path(get, path = "/api/accounts", tag = "accounts", responses((status = 200, body = Vec<Account>)))]

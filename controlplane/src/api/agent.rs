@@ -49,6 +49,95 @@ fn token_error(e: TokenError) -> ApiError {
     }
 }
 
+/// Registration with a bootstrap token: approved at once, with the token's roles. A machine
+/// registering again (same system UUID) keeps its identity and gets a new credential.
+async fn register_with_token(
+    st: &AppStateRef,
+    token: &str,
+    req: &RegisterRequest,
+    inventory: &str,
+    system_uuid: &Option<String>,
+    now: i64,
+) -> ApiResult<(StatusCode, Json<RegisterResponse>)> {
+    let claims = st
+        .tokens
+        .verify(&st.db, token, OffsetDateTime::now_utc())
+        .await
+        .map_err(token_error)?;
+    let roles = roles_by_name(st, claims.account, &claims.roles)
+        .await
+        .map_err(|e| {
+            ApiError::conflict(format!(
+                "the roles of this bootstrap token are no longer valid: {}",
+                e.message
+            ))
+        })?;
+    let credential = new_credential("kmc_");
+    // A machine re-registering (e.g. booted into the installer again) keeps its identity.
+    let existing = match system_uuid {
+        Some(su) => {
+            sqlx::query("SELECT id FROM machines WHERE account_id = $1 AND system_uuid = $2")
+                .bind(claims.account.to_string())
+                .bind(su)
+                .fetch_optional(&st.db.pool)
+                .await?
+                .map(|r| r.try_get::<String, _>("id"))
+                .transpose()?
+        }
+        None => None,
+    };
+    let id = match existing {
+        Some(id) => {
+            let id = parse_uuid(&id)?;
+            sqlx::query(
+                "UPDATE machines SET credential_hash = $1, credential_issued_at = $2, inventory = $3, \
+                 hostname = COALESCE($4, hostname), last_seen_at = $2, environment = 'installer' WHERE id = $5",
+            )
+            .bind(hash_credential(&credential))
+            .bind(now)
+            .bind(inventory)
+            .bind(&req.inventory.hostname)
+            .bind(id.to_string())
+            .execute(&st.db.pool)
+            .await?;
+            id
+        }
+        None => {
+            let id = Uuid::new_v4();
+            sqlx::query(
+                "INSERT INTO machines (id, account_id, state, hostname, system_uuid, inventory, \
+                 credential_hash, credential_issued_at, environment, last_seen_at, created_at) \
+                 VALUES ($1, $2, 'approved', $3, $4, $5, $6, $7, 'installer', $7, $7)",
+            )
+            .bind(id.to_string())
+            .bind(claims.account.to_string())
+            .bind(&req.inventory.hostname)
+            .bind(system_uuid)
+            .bind(inventory)
+            .bind(hash_credential(&credential))
+            .bind(now)
+            .execute(&st.db.pool)
+            .await?;
+            id
+        }
+    };
+    for role in roles {
+        sqlx::query("INSERT INTO machine_roles (machine_id, role_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+            .bind(id.to_string())
+            .bind(role.id.to_string())
+            .execute(&st.db.pool)
+            .await?;
+    }
+    tracing::info!(machine = %id, account = %claims.account, "machine registered with bootstrap token");
+    Ok((
+        StatusCode::CREATED,
+        Json(RegisterResponse::Approved {
+            machine_uuid: id,
+            credential,
+        }),
+    ))
+}
+
 #[utoipa::path(post, path = "/api/agent/v1/register", tag = "agent", request_body = RegisterRequest,
     responses((status = 201, body = RegisterResponse), (status = 401, description = "token invalid, tampered, expired or of an unknown key")))]
 pub async fn register(
@@ -61,83 +150,7 @@ pub async fn register(
     let inventory = serde_json::to_string(&req.inventory).map_err(anyhow::Error::from)?;
     let system_uuid = req.inventory.system_uuid.clone().filter(|s| !s.is_empty());
     if let Some(token) = &req.token {
-        let claims = st
-            .tokens
-            .verify(&st.db, token, OffsetDateTime::now_utc())
-            .await
-            .map_err(token_error)?;
-        let roles = roles_by_name(&st, claims.account, &claims.roles)
-            .await
-            .map_err(|e| {
-                ApiError::conflict(format!(
-                    "the roles of this bootstrap token are no longer valid: {}",
-                    e.message
-                ))
-            })?;
-        let credential = new_credential("kmc_");
-        // A machine re-registering (e.g. booted into the installer again) keeps its identity.
-        let existing = match &system_uuid {
-            Some(su) => {
-                sqlx::query("SELECT id FROM machines WHERE account_id = $1 AND system_uuid = $2")
-                    .bind(claims.account.to_string())
-                    .bind(su)
-                    .fetch_optional(&st.db.pool)
-                    .await?
-                    .map(|r| r.try_get::<String, _>("id"))
-                    .transpose()?
-            }
-            None => None,
-        };
-        let id = match existing {
-            Some(id) => {
-                let id = parse_uuid(&id)?;
-                sqlx::query(
-                    "UPDATE machines SET credential_hash = $1, credential_issued_at = $2, inventory = $3, \
-                     hostname = COALESCE($4, hostname), last_seen_at = $2, environment = 'installer' WHERE id = $5",
-                )
-                .bind(hash_credential(&credential))
-                .bind(now)
-                .bind(&inventory)
-                .bind(&req.inventory.hostname)
-                .bind(id.to_string())
-                .execute(&st.db.pool)
-                .await?;
-                id
-            }
-            None => {
-                let id = Uuid::new_v4();
-                sqlx::query(
-                    "INSERT INTO machines (id, account_id, state, hostname, system_uuid, inventory, \
-                     credential_hash, credential_issued_at, environment, last_seen_at, created_at) \
-                     VALUES ($1, $2, 'approved', $3, $4, $5, $6, $7, 'installer', $7, $7)",
-                )
-                .bind(id.to_string())
-                .bind(claims.account.to_string())
-                .bind(&req.inventory.hostname)
-                .bind(&system_uuid)
-                .bind(&inventory)
-                .bind(hash_credential(&credential))
-                .bind(now)
-                .execute(&st.db.pool)
-                .await?;
-                id
-            }
-        };
-        for role in roles {
-            sqlx::query("INSERT INTO machine_roles (machine_id, role_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-                .bind(id.to_string())
-                .bind(role.id.to_string())
-                .execute(&st.db.pool)
-                .await?;
-        }
-        tracing::info!(machine = %id, account = %claims.account, "machine registered with bootstrap token");
-        return Ok((
-            StatusCode::CREATED,
-            Json(RegisterResponse::Approved {
-                machine_uuid: id,
-                credential,
-            }),
-        ));
+        return register_with_token(&st, token, &req, &inventory, &system_uuid, now).await;
     }
     rate_limit(&st.limiters.register, ip, "registrations without a token")?;
     let id = Uuid::new_v4();
@@ -423,17 +436,8 @@ impl RunSummary {
     }
 }
 
-/// Most events accepted in one batch.
-pub const MAX_BATCH: usize = 1000;
-
-#[utoipa::path(post, path = "/api/agent/v1/runs/{id}/events", tag = "agent", request_body = EventBatch,
-    responses((status = 200, body = EventAck)))]
-pub async fn events(
-    State(st): State<AppStateRef>,
-    agent: Agent,
-    Path(run_id): Path<Uuid>,
-    Json(batch): Json<EventBatch>,
-) -> ApiResult<Json<EventAck>> {
+/// Refuses a batch that is too large or has a sequence number out of range.
+fn check_batch(batch: &EventBatch) -> ApiResult<()> {
     if batch.events.len() > MAX_BATCH {
         return Err(ApiError::bad_request(format!(
             "a batch holds at most {MAX_BATCH} events, this one {}",
@@ -450,6 +454,36 @@ pub async fn events(
             e.seq
         )));
     }
+    Ok(())
+}
+
+/// The run's summary as stored (`status` parsed by the caller as `was`).
+fn stored_summary(row: &sqlx::any::AnyRow, was: RunStatus) -> ApiResult<RunSummary> {
+    Ok(RunSummary {
+        status: was,
+        percent: row.try_get("percent")?,
+        step: row
+            .try_get::<Option<String>, _>("current_step")?
+            .as_deref()
+            .and_then(Step::parse),
+        error: row.try_get("error")?,
+        started_at: row.try_get("started_at")?,
+        finished_at: row.try_get("finished_at")?,
+    })
+}
+
+/// Most events accepted in one batch.
+pub const MAX_BATCH: usize = 1000;
+
+#[utoipa::path(post, path = "/api/agent/v1/runs/{id}/events", tag = "agent", request_body = EventBatch,
+    responses((status = 200, body = EventAck)))]
+pub async fn events(
+    State(st): State<AppStateRef>,
+    agent: Agent,
+    Path(run_id): Path<Uuid>,
+    Json(batch): Json<EventBatch>,
+) -> ApiResult<Json<EventAck>> {
+    check_batch(&batch)?;
     let row = sqlx::query(
         "SELECT status, percent, current_step, error, started_at, finished_at, acked_seq FROM runs \
          WHERE id = $1 AND machine_id = $2",
@@ -480,17 +514,7 @@ pub async fn events(
     .fetch_all(&mut *tx)
     .await?;
     let was = RunStatus::parse(&row.try_get::<String, _>("status")?);
-    let mut sum = RunSummary {
-        status: was,
-        percent: row.try_get("percent")?,
-        step: row
-            .try_get::<Option<String>, _>("current_step")?
-            .as_deref()
-            .and_then(Step::parse),
-        error: row.try_get("error")?,
-        started_at: row.try_get("started_at")?,
-        finished_at: row.try_get("finished_at")?,
-    };
+    let mut sum = stored_summary(&row, was)?;
     let mut new_acked = acked;
     for r in pending {
         let seq: i64 = r.try_get("seq")?;

@@ -2,7 +2,7 @@
 //! rules that tie them: one image per machine across its roles, and the image resolution
 //! chain role image -> account default image -> error.
 
-use super::accounts::validate_name;
+use super::names::validate_name;
 use super::{ApiError, ApiResult, AppState, AppStateRef, User, parse_uuid};
 use crate::db::{Db, ms_to_time, now_ms};
 use anyhow::Context;

@@ -9,6 +9,8 @@ pub mod agent;
 pub mod artifacts;
 pub mod catalog;
 pub mod machines;
+pub mod metrics;
+pub mod names;
 pub mod openapi;
 
 use crate::db::Db;
@@ -424,7 +426,7 @@ pub fn router(state: AppStateRef) -> Router {
         )
         .route("/api/openapi.json", get(openapi::serve))
         .route("/healthz", get(healthz))
-        .route("/metrics", get(crate::metrics::serve))
+        .route("/metrics", get(metrics::serve))
         .route("/ca.pem", get(ca_pem))
         .route("/install.sh", get(artifacts::install_sh))
         .route("/boot.ipxe", get(artifacts::boot_ipxe))
@@ -433,7 +435,7 @@ pub fn router(state: AppStateRef) -> Router {
         .route("/artifacts/{name}", get(artifacts::file));
     api.layer(axum::middleware::from_fn_with_state(
         state.clone(),
-        crate::metrics::track,
+        metrics::track,
     ))
     .with_state(state)
 }

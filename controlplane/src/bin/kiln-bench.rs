@@ -38,6 +38,43 @@ struct Stats {
 }
 
 impl Stats {
+    /// Prints the latency table and the errors per operation.
+    fn report(&self) {
+        let lat = self.lat.lock().unwrap();
+        let errors = self.errors.lock().unwrap();
+        let base_p50 = lat.get("healthz (baseline)").map(|v| {
+            let mut v = v.clone();
+            v.sort_by(f64::total_cmp);
+            pct(&v, 0.5)
+        });
+        println!(
+            "{:<24} {:>7} {:>9} {:>9} {:>9} {:>8} {:>12}",
+            "operation", "count", "p50 ms", "p99 ms", "max ms", "errors", "p50/healthz"
+        );
+        let mut ops: Vec<&&str> = lat.keys().chain(errors.keys()).collect();
+        ops.sort();
+        ops.dedup();
+        for op in ops {
+            let mut v = lat.get(*op).cloned().unwrap_or_default();
+            v.sort_by(f64::total_cmp);
+            let errs = errors.get(*op).map(|e| e.0).unwrap_or(0);
+            let ratio = base_p50.map(|b| pct(&v, 0.5) / b).unwrap_or(f64::NAN);
+            println!(
+                "{:<24} {:>7} {:>9.2} {:>9.2} {:>9.2} {:>8} {:>11.1}x",
+                op,
+                v.len(),
+                pct(&v, 0.5),
+                pct(&v, 0.99),
+                v.last().copied().unwrap_or(f64::NAN),
+                errs,
+                ratio
+            );
+        }
+        for (op, (n, first)) in errors.iter() {
+            println!("errors in {op}: {n}, first: {first}");
+        }
+    }
+
     fn ok(&self, op: &'static str, d: Duration) {
         self.lat
             .lock()
@@ -173,6 +210,23 @@ async fn agent(
             break p;
         }
     };
+    stream_events(&c, &stats, &order.run_id.to_string(), batch).await;
+    stats
+        .time("heartbeat", async {
+            c.call(
+                Method::POST,
+                "/api/agent/v1/heartbeat",
+                Some(&json!({"environment": "installed"})),
+            )
+            .await
+            .map(|_| ())
+        })
+        .await;
+    Ok(())
+}
+
+/// Sends the run's events in batches of `batch`, retrying a failed batch once.
+async fn stream_events(c: &Client, stats: &Stats, run_id: &str, batch: usize) {
     let plan = event_plan();
     let mut seq = 0u64;
     for chunk in plan.chunks(batch) {
@@ -187,7 +241,7 @@ async fn agent(
                 }
             })
             .collect();
-        let path = format!("/api/agent/v1/runs/{}/events", order.run_id);
+        let path = format!("/api/agent/v1/runs/{run_id}/events");
         let ack = stats
             .time(
                 "events batch",
@@ -204,28 +258,60 @@ async fn agent(
                 .await;
         }
     }
-    stats
-        .time("heartbeat", async {
-            c.call(
-                Method::POST,
-                "/api/agent/v1/heartbeat",
-                Some(&json!({"environment": "installed"})),
-            )
-            .await
-            .map(|_| ())
-        })
-        .await;
-    Ok(())
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
-    let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .init();
+/// Triggers provisioning of every machine, 16 at a time; returns how long it took.
+async fn trigger_all(
+    admin: &Client,
+    ids: Vec<String>,
+    stats: &Arc<Stats>,
+    triggered: &Arc<Mutex<HashMap<String, Instant>>>,
+) -> Result<Duration> {
+    let trigger_start = Instant::now();
+    let sem = Arc::new(tokio::sync::Semaphore::new(16));
+    let mut triggers = Vec::new();
+    for id in ids {
+        let admin = admin.clone();
+        let stats = stats.clone();
+        let permit = sem.clone().acquire_owned().await?;
+        let triggered = triggered.clone();
+        triggers.push(tokio::spawn(async move {
+            triggered.lock().unwrap().insert(id.clone(), Instant::now());
+            stats
+                .time("provision (admin API)", async {
+                    admin
+                        .call(
+                            Method::POST,
+                            &format!("/api/machines/{id}/provision"),
+                            Some(&json!({})),
+                        )
+                        .await
+                        .map(|_| ())
+                })
+                .await;
+            drop(permit);
+        }));
+    }
+    for t in triggers {
+        t.await?;
+    }
+    Ok(trigger_start.elapsed())
+}
+
+/// A running server with an admin client and a bootstrap token for the agents.
+struct Server {
+    _dir: tempfile::TempDir,
+    url: String,
+    trust: Trust,
+    admin: Client,
+    token: String,
+    stop_tx: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<Result<()>>,
+}
+
+/// Starts kiln-server on 127.0.0.1 (data in a temp dir) with one catalog image as the
+/// account default, and makes a bootstrap token.
+async fn start_server(args: &Args) -> Result<Server> {
     let dir = tempfile::tempdir()?;
     let mut cfg = ServerConfig::for_data_dir(dir.path().join("data"));
     cfg.database_url = args.database_url.clone();
@@ -274,6 +360,34 @@ async fn main() -> Result<()> {
         .context("token")?
         .to_string();
 
+    Ok(Server {
+        _dir: dir,
+        url,
+        trust,
+        admin,
+        token,
+        stop_tx,
+        server,
+    })
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .init();
+    let Server {
+        _dir,
+        url,
+        trust,
+        admin,
+        token,
+        stop_tx,
+        server,
+    } = start_server(&args).await?;
     println!(
         "kiln-bench: {} agents, {} events per batch, {} on {url}",
         args.agents,
@@ -306,37 +420,8 @@ async fn main() -> Result<()> {
     }
     registered.wait().await;
     let registered_at = start.elapsed();
-    // Trigger provisioning of every machine, 16 at a time.
     let ids: Vec<String> = machines.lock().unwrap().clone();
-    let trigger_start = Instant::now();
-    let sem = Arc::new(tokio::sync::Semaphore::new(16));
-    let mut triggers = Vec::new();
-    for id in ids {
-        let admin = admin.clone();
-        let stats = stats.clone();
-        let permit = sem.clone().acquire_owned().await?;
-        let triggered = triggered.clone();
-        triggers.push(tokio::spawn(async move {
-            triggered.lock().unwrap().insert(id.clone(), Instant::now());
-            stats
-                .time("provision (admin API)", async {
-                    admin
-                        .call(
-                            Method::POST,
-                            &format!("/api/machines/{id}/provision"),
-                            Some(&json!({})),
-                        )
-                        .await
-                        .map(|_| ())
-                })
-                .await;
-            drop(permit);
-        }));
-    }
-    for t in triggers {
-        t.await?;
-    }
-    let triggered_in = trigger_start.elapsed();
+    let triggered_in = trigger_all(&admin, ids, &stats, &triggered).await?;
     let mut agent_errors = 0;
     for t in tasks {
         if let Err(e) = t.await? {
@@ -357,39 +442,7 @@ async fn main() -> Result<()> {
     let _ = stop_tx.send(());
     server.await??;
 
-    let lat = stats.lat.lock().unwrap();
-    let errors = stats.errors.lock().unwrap();
-    let base_p50 = lat.get("healthz (baseline)").map(|v| {
-        let mut v = v.clone();
-        v.sort_by(f64::total_cmp);
-        pct(&v, 0.5)
-    });
-    println!(
-        "{:<24} {:>7} {:>9} {:>9} {:>9} {:>8} {:>12}",
-        "operation", "count", "p50 ms", "p99 ms", "max ms", "errors", "p50/healthz"
-    );
-    let mut ops: Vec<&&str> = lat.keys().chain(errors.keys()).collect();
-    ops.sort();
-    ops.dedup();
-    for op in ops {
-        let mut v = lat.get(*op).cloned().unwrap_or_default();
-        v.sort_by(f64::total_cmp);
-        let errs = errors.get(*op).map(|e| e.0).unwrap_or(0);
-        let ratio = base_p50.map(|b| pct(&v, 0.5) / b).unwrap_or(f64::NAN);
-        println!(
-            "{:<24} {:>7} {:>9.2} {:>9.2} {:>9.2} {:>8} {:>11.1}x",
-            op,
-            v.len(),
-            pct(&v, 0.5),
-            pct(&v, 0.99),
-            v.last().copied().unwrap_or(f64::NAN),
-            errs,
-            ratio
-        );
-    }
-    for (op, (n, first)) in errors.iter() {
-        println!("errors in {op}: {n}, first: {first}");
-    }
+    stats.report();
     println!(
         "registered {} agents in {:.2}s; triggered {} runs in {:.2}s; completed runs: {completed}; \
          failed agents: {agent_errors}; total {:.2}s",
