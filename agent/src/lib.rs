@@ -23,6 +23,8 @@ pub mod kexec;
 pub mod mountinfo;
 pub mod network;
 pub mod provision;
+#[cfg(test)]
+mod roottests;
 pub mod ui;
 
 use std::process::ExitCode;

@@ -3,18 +3,17 @@
 //! 127.0.0.1, then every layer pulled through the fault proxy. Run:
 //! `cargo test -p kiln-oci --test debian -- --ignored root_ --nocapture`.
 
-mod common;
-
 use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
 
-use common::*;
 use kiln_oci::builder::BuiltImage;
 use kiln_oci::format::{Filesystem, Layer0Form, Platform, RootPartition};
 use kiln_oci::reference::Reference;
+use kiln_testsupport::proxy::{FaultPlan, FaultProxy};
+use kiln_testsupport::registry::{Auth, Registry, client_for};
 
 /// The cached Debian image's OCI layout; fails (never skips) when it is not built.
 fn debian_layout() -> PathBuf {

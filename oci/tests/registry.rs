@@ -1,15 +1,19 @@
 //! Root-tier tests against a REAL registry (Debian's docker-registry, distribution 2.8) on
 //! 127.0.0.1, with a fault proxy in between. Run: `cargo test -p kiln-oci -- --ignored root_`.
 
-mod common;
-
 use std::io::Read;
 use std::process::Command;
 
-use common::*;
 use kiln_oci::format::{Filesystem, Layer0Form, Platform, RootPartition};
 use kiln_oci::reference::Reference;
 use kiln_oci::registry::Client;
+use kiln_testsupport::forward_proxy::HttpProxy;
+use kiln_testsupport::free_port;
+use kiln_testsupport::image::{TestImage, test_image};
+use kiln_testsupport::pki::make_pki;
+use kiln_testsupport::proxy::{FaultPlan, FaultProxy};
+use kiln_testsupport::registry::{Auth, Registry, client_for};
+use kiln_testsupport::token::TokenServer;
 
 fn reference(host: &str, repo_tag: &str) -> Reference {
     format!("{host}/{repo_tag}").parse().unwrap()

@@ -9,16 +9,14 @@
 
 mod support;
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use kiln_qemu_tests::{Boot, Bus, Guest, GuestBuilder, artifacts};
+use kiln_testsupport::server;
 use serde_json::Value;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use support::{
-    GIB, check_provisioned, disk, registry, registry_with, registry_with_test_image, untouched,
-};
+use support::{GIB, check_provisioned, disk, registry_with, registry_with_test_image, untouched};
 
 const BOOT: Duration = Duration::from_secs(300);
 const STEP: Duration = Duration::from_secs(120);
@@ -28,84 +26,30 @@ const PROVISION: Duration = Duration::from_secs(900);
 const SERVER_IN_GUEST: &str = "10.0.2.100:8443";
 const REGISTRY_IN_GUEST: &str = "10.0.2.101:5000";
 
-fn binary(name: &str) -> Result<PathBuf> {
-    let p = artifacts::workspace().join("target/debug").join(name);
-    ensure!(
-        p.exists(),
-        "{} is missing: cargo build -p kiln-controlplane --bins (scripts/test vm does)",
-        p.display()
-    );
-    Ok(p)
-}
-
 /// A `kiln-server` process on 127.0.0.1 whose certificate and public URL name the
-/// guest-side address; killed on drop.
-struct Server {
-    child: Child,
-    port: u16,
-    pin: String,
-    admin: String,
-    dir: tempfile::TempDir,
-}
+/// guest-side address and which serves the installer to machines that re-provision; killed
+/// on drop.
+struct Server(kiln_testsupport::server::Server);
 
 impl Server {
     fn start() -> Result<Server> {
-        let dir = tempfile::tempdir()?;
-        let port = registry::free_port();
-        let log = std::fs::File::create(dir.path().join("server.log"))?;
-        // The installer it serves to machines that re-provision.
-        std::fs::create_dir_all(dir.path().join("artifacts"))?;
-        std::fs::copy(
-            artifacts::installer()?,
-            dir.path().join("artifacts/vmlinuz"),
-        )?;
-        let mut child = Command::new(binary("kiln-server")?)
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .arg("--artifacts-dir")
-            .arg(dir.path().join("artifacts"))
-            .args(["--tls-name", "10.0.2.100", "--tls-name", "127.0.0.1"])
-            .args(["--public-url", &format!("https://{SERVER_IN_GUEST}")])
-            .args(["--heartbeat-secs", "5"])
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .context("starting kiln-server")?;
-        let mut lines = BufReader::new(child.stdout.take().context("stdout")?).lines();
-        let (mut pin, mut admin) = (None, None);
-        while admin.is_none() {
-            let Some(Ok(l)) = lines.next() else {
-                let _ = child.kill();
-                bail!(
-                    "kiln-server exited: {}",
-                    std::fs::read_to_string(dir.path().join("server.log")).unwrap_or_default()
-                );
-            };
-            if let Some(p) = l.strip_prefix("CA sha256 pin: ") {
-                pin = Some(p.trim().to_string());
-            }
-            if let Some((_, k)) = l.split_once("store it now): ") {
-                admin = Some(k.trim().to_string());
-            }
-        }
-        Ok(Server {
-            child,
-            port,
-            pin: pin.context("kiln-server printed no CA pin")?,
-            admin: admin.context("admin key")?,
-            dir,
-        })
+        let options = server::Options {
+            tls_names: vec!["10.0.2.100".into(), "127.0.0.1".into()],
+            public_url: Some(format!("https://{SERVER_IN_GUEST}")),
+            heartbeat_secs: 5,
+            artifacts: vec![("vmlinuz".into(), artifacts::installer()?)],
+        };
+        Ok(Server(server::Server::start(&options)?))
     }
 
     /// Runs `kilnctl ARGS -o json` as the admin; the parsed output.
     fn kilnctl(&self, args: &[&str]) -> Result<Value> {
-        let out = Command::new(binary("kilnctl")?)
+        let out = Command::new(server::binary("kilnctl")?)
             .args(args)
             .args(["-o", "json"])
-            .env("KILN_SERVER", format!("https://127.0.0.1:{}", self.port))
-            .env("KILN_API_KEY", &self.admin)
-            .env("KILN_CA_SHA256", &self.pin)
+            .env("KILN_SERVER", &self.0.url)
+            .env("KILN_API_KEY", &self.0.admin)
+            .env("KILN_CA_SHA256", &self.0.pin)
             .env_remove("KILN_CA_CERT")
             .stdin(Stdio::null())
             .output()
@@ -118,16 +62,12 @@ impl Server {
         serde_json::from_slice(&out.stdout)
             .with_context(|| format!("kilnctl {args:?} printed no JSON"))
     }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
-    }
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+impl std::ops::Deref for Server {
+    type Target = server::Server;
+    fn deref(&self) -> &server::Server {
+        &self.0
     }
 }
 

@@ -22,8 +22,6 @@ pub mod config;
 pub mod inventory;
 pub mod provisioning;
 pub mod register;
-#[cfg(test)]
-mod roottests;
 pub mod session;
 pub mod steps;
 pub mod trust;

@@ -30,8 +30,6 @@ pub mod layer0;
 pub mod layout;
 pub mod root;
 pub mod rootfs;
-#[cfg(test)]
-pub(crate) mod roottests;
 pub mod run;
 pub mod select;
 pub mod source;

@@ -13,10 +13,9 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-// The registry harness of kiln-oci's root tests (a real docker-registry with config and
-// storage in a temp dir, killed on drop), reused as it is.
-#[path = "../../../oci/tests/common/mod.rs"]
-pub mod registry;
+// The registry harness of the root tests (a real docker-registry with config and storage in
+// a temp dir, killed on drop).
+pub use kiln_testsupport::registry;
 
 pub const GIB: u64 = 1 << 30;
 pub const MIB: u64 = 1 << 20;

@@ -3,7 +3,6 @@
 //! netlink code and SNTP client running inside the "client" namespace (a thread that
 //! `setns`-es into it; the threads it spawns inherit the namespace).
 //!
-//! Run: `cargo test -p kiln-agent --test network_root -- --ignored root_`
 //! Traffic stays inside the namespaces these tests create.
 
 use std::fs::File;
@@ -14,22 +13,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use kiln_agent::network::{self, NetEvent, NetworkConfig, Options, dhcp};
+use super::sh;
+use crate::network::{self, NetEvent, NetworkConfig, Options, dhcp};
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
-
-fn sh(args: &[&str]) -> String {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("running {args:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// A network namespace, deleted (with its links) on drop.
 struct Netns {
@@ -42,15 +29,15 @@ impl Netns {
             .args(["netns", "del", &name])
             .stderr(Stdio::null())
             .status();
-        sh(&["ip", "netns", "add", &name]);
-        sh(&["ip", "-n", &name, "link", "set", "lo", "up"]);
+        sh("ip", &["netns", "add", &name]);
+        sh("ip", &["-n", &name, "link", "set", "lo", "up"]);
         Netns { name }
     }
 
     fn ip(&self, args: &[&str]) -> String {
         let mut v = vec!["ip", "-n", &self.name];
         v.extend_from_slice(args);
-        sh(&v)
+        sh("ip", &v[1..])
     }
 
     /// Runs `f` on a thread that joined this namespace.
@@ -81,21 +68,23 @@ impl Drop for Netns {
 
 /// A veth pair with one end in each namespace.
 fn veth(server: &Netns, client: &Netns, s_name: &str, c_name: &str) {
-    sh(&[
+    sh(
         "ip",
-        "link",
-        "add",
-        s_name,
-        "netns",
-        &server.name,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        c_name,
-        "netns",
-        &client.name,
-    ]);
+        &[
+            "link",
+            "add",
+            s_name,
+            "netns",
+            &server.name,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            c_name,
+            "netns",
+            &client.name,
+        ],
+    );
 }
 
 /// dnsmasq as a DHCP server, killed on drop.
@@ -562,7 +551,7 @@ fn two_nics_one_named(late_b: bool, param: impl Fn(&str, &str) -> String) {
         let (ns, dev) = (server.name.clone(), nics[1].0.clone());
         std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(1500));
-            sh(&["ip", "-n", &ns, "link", "set", &dev, "up"]);
+            sh("ip", &["-n", &ns, "link", "set", &dev, "up"]);
         })
     });
     let net = client.run(move || network::bring_up(&cfg, &opts, emit).expect("bring-up"));

@@ -1,86 +1,42 @@
-//! Root integration tests of the control-plane client (`root_*`, ignored by default): a
-//! REAL `kiln-server` (the binary, built by `scripts/test root` or
-//! `cargo build -p kiln-controlplane --bin kiln-server`) on 127.0.0.1 with its data in a
-//! temp dir, a real docker-registry holding a test image, and a loop device. The agent runs
-//! the same [`super::connect`] loop PID 1 and `kiln-agent serve` run, in a thread.
+//! Root tests of the control-plane client: a REAL `kiln-server` (the binary, built by
+//! `scripts/test root` or `cargo build -p kiln-controlplane --bin kiln-server`) on 127.0.0.1
+//! with its data in a temp dir ([`kiln_testsupport::server`]), a real docker-registry
+//! holding a test image, and a loop device. The agent runs the same [`connect`] loop PID 1
+//! and `kiln-agent serve` run, in a thread.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
+use kiln_testsupport::registry;
 use serde_json::{Value, json};
 
-use super::boot::NoKexec;
-use super::config::Config;
-use super::session::Hooks;
+use super::provision::{check_grown, layers_for_boot};
+use super::{Loop, serial, sh};
+use crate::control::boot::NoKexec;
+use crate::control::config::Config;
+use crate::control::session::Hooks;
+use crate::control::{connect, inventory, trust};
 use crate::events::tests::Collect;
 use crate::events::{Event, Reporter};
 use crate::provision::gpt::testimg;
 use crate::provision::inject::AgentConfig;
-use crate::provision::roottests::{Loop, check_grown, layers_for_boot, registry, serial, sh};
 
-/// A kiln-server process; killed on drop.
+/// A kiln-server and an admin client that trusts it the way the agent does (CA pin).
 struct Server {
-    child: Child,
+    server: kiln_testsupport::server::Server,
     url: String,
     pin: String,
-    admin: String,
     http: ureq::Agent,
-    dir: tempfile::TempDir,
-}
-
-fn server_binary() -> PathBuf {
-    let p = std::env::var_os("KILN_SERVER_BIN").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/kiln-server"),
-        PathBuf::from,
-    );
-    assert!(
-        p.exists(),
-        "{} is missing: cargo build -p kiln-controlplane --bin kiln-server (scripts/test root does)",
-        p.display()
-    );
-    p
 }
 
 impl Server {
     fn start() -> Server {
-        let dir = tempfile::tempdir().unwrap();
-        let port = registry::free_port();
-        let url = format!("https://127.0.0.1:{port}");
-        let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
-        let mut child = Command::new(server_binary())
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .arg("--artifacts-dir")
-            .arg(dir.path().join("artifacts"))
-            .args(["--tls-name", "127.0.0.1", "--public-url", &url])
-            .args(["--heartbeat-secs", "2"])
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let (mut pin, mut admin) = (None, None);
-        while admin.is_none() {
-            let Some(Ok(l)) = lines.next() else {
-                panic!(
-                    "kiln-server exited: {}",
-                    std::fs::read_to_string(dir.path().join("server.log")).unwrap_or_default()
-                );
-            };
-            if let Some(p) = l.strip_prefix("CA sha256 pin: ") {
-                pin = Some(p.trim().to_string());
-            }
-            if let Some((_, k)) = l.split_once("store it now): ") {
-                admin = Some(k.trim().to_string());
-            }
-        }
-        let pin = pin.expect("kiln-server printed its CA pin");
+        let server =
+            kiln_testsupport::server::Server::start(&Default::default()).expect("kiln-server");
+        let (url, pin) = (server.url.clone(), server.pin.clone());
         // The test's own client trusts the server the way the agent does.
-        let tls = super::trust::establish(&url, Some(&pin), &dir.path().join("test-ca.pem"))
+        let tls = trust::establish(&url, Some(&pin), &server.dir().join("test-ca.pem"))
             .unwrap()
             .unwrap();
         let http = ureq::AgentBuilder::new()
@@ -88,12 +44,10 @@ impl Server {
             .timeout(Duration::from_secs(30))
             .build();
         Server {
-            child,
+            server,
             url,
             pin,
-            admin: admin.unwrap(),
             http,
-            dir,
         }
     }
 
@@ -102,7 +56,7 @@ impl Server {
         let req = self
             .http
             .request(method, &format!("{}{path}", self.url))
-            .set("Authorization", &format!("Bearer {}", self.admin));
+            .set("Authorization", &format!("Bearer {}", self.server.admin));
         let res = match body {
             Some(b) => req.send_json(b),
             None => req.call(),
@@ -125,14 +79,7 @@ impl Server {
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.server.log()
     }
 }
 
@@ -144,7 +91,7 @@ fn hooks(orders: usize) -> Hooks {
         boot_after_provision: false,
         provision_via_installer: false,
         claim_poll: Duration::from_millis(200),
-        inventory: Arc::new(super::inventory::collect),
+        inventory: Arc::new(inventory::collect),
         max_orders: Some(orders),
     }
 }
@@ -159,7 +106,7 @@ fn spawn_agent(
     reporter.add_sink(Box::new(c.clone()));
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
-        let r = super::connect(&mut cfg, reporter, &hooks);
+        let r = connect(&mut cfg, reporter, &hooks);
         let _ = tx.send((r, cfg));
     });
     (c, rx)

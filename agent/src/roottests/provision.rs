@@ -1,102 +1,23 @@
-//! Root integration tests (`root_*`, ignored by default; run with
-//! `cargo test -p kiln-agent -- --ignored root_`): loop devices on sparse files, real mkfs,
-//! and `umoci unpack` as the reference for layer extraction. Every test cleans up through
-//! Drop guards (loop devices detached, mounts unmounted).
+//! Root tests of the provisioning engine: loop devices on sparse files, real mkfs, and
+//! `umoci unpack` as the reference for layer extraction. Every test cleans up through Drop
+//! guards (loop devices detached, mounts unmounted).
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{Read, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use sha2::{Digest, Sha256};
 
-use super::events::no_progress;
-use super::extract::tests::Layer;
-use super::gpt::testimg;
-use super::layout::Verified;
-use super::rootfs::{FsSpec, FsType};
-use super::*;
+use super::{Loop, serial, sh};
+use crate::provision::events::no_progress;
+use crate::provision::extract::tests::Layer;
+use crate::provision::gpt::testimg;
+use crate::provision::layout::Verified;
+use crate::provision::rootfs::{FsSpec, FsType};
+use crate::provision::*;
 use kiln_oci::compression::{Compression, compress};
-
-/// Root tests share loop devices and mounts: run them one at a time.
-pub(crate) fn serial() -> std::sync::MutexGuard<'static, ()> {
-    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-pub(crate) fn sh(cmd: &str, args: &[&str]) -> String {
-    let o = Command::new(cmd)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
-    assert!(
-        o.status.success(),
-        "{cmd} {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-/// A loop device over a sparse file; detached (and unmounted) on drop.
-pub(crate) struct Loop {
-    pub(crate) dev: PathBuf,
-    _file: tempfile::NamedTempFile,
-    mounts: Vec<PathBuf>,
-}
-
-impl Loop {
-    pub(crate) fn new(size: u64) -> Loop {
-        let f = tempfile::NamedTempFile::new_in("/var/tmp").unwrap();
-        f.as_file().set_len(size).unwrap();
-        let dev = sh(
-            "losetup",
-            &["--find", "--show", "--partscan", f.path().to_str().unwrap()],
-        );
-        Loop {
-            dev: PathBuf::from(dev.trim()),
-            _file: f,
-            mounts: Vec::new(),
-        }
-    }
-    pub(crate) fn name(&self) -> String {
-        self.dev.file_name().unwrap().to_string_lossy().into_owned()
-    }
-    pub(crate) fn read_at(&self, off: u64, len: usize) -> Vec<u8> {
-        use std::os::unix::fs::FileExt;
-        let mut v = vec![0u8; len];
-        fs::File::open(&self.dev)
-            .unwrap()
-            .read_exact_at(&mut v, off)
-            .unwrap();
-        v
-    }
-    fn read_all(&self) -> Vec<u8> {
-        fs::read(&self.dev).unwrap()
-    }
-}
-
-impl Drop for Loop {
-    fn drop(&mut self) {
-        for m in &self.mounts {
-            let _ = Command::new("umount").arg(m).status();
-        }
-        // Partitions may still be mounted by a failed test: lazy unmount them.
-        if let Ok(mi) = fs::read_to_string("/proc/self/mountinfo") {
-            for l in mi.lines() {
-                let f: Vec<&str> = l.split(' ').collect();
-                if let Some(sep) = f.iter().position(|x| *x == "-")
-                    && f.get(sep + 2)
-                        .is_some_and(|s| s.starts_with(&format!("{}p", self.dev.display())))
-                {
-                    let _ = Command::new("umount").args(["-l", f[4]]).status();
-                }
-            }
-        }
-        let _ = Command::new("losetup").arg("-d").arg(&self.dev).status();
-    }
-}
 
 fn sha256_hex(b: &[u8]) -> String {
     Sha256::digest(b)
@@ -121,7 +42,7 @@ fn image_with_ext4(size: u64) -> Vec<u8> {
     img
 }
 
-pub(crate) fn layers_for_boot() -> Vec<Vec<u8>> {
+pub(super) fn layers_for_boot() -> Vec<Vec<u8>> {
     vec![
         Layer::new()
             .dir("boot/", 0o755)
@@ -140,7 +61,7 @@ pub(crate) fn layers_for_boot() -> Vec<Vec<u8>> {
     ]
 }
 
-pub(crate) fn check_grown(dev: &Path, disk_size: u64) -> gptman::GPT {
+pub(super) fn check_grown(dev: &Path, disk_size: u64) -> gptman::GPT {
     let mut f = fs::File::open(dev).unwrap();
     let gpt = gptman::GPT::find_from(&mut f).unwrap();
     assert_eq!(
@@ -742,14 +663,14 @@ fn root_cli_hand_run_on_loop() {
     };
     let zero_head = || lo.read_at(0, 1 << 20).iter().all(|b| *b == 0);
     // Dry run: nothing written.
-    super::cli(&args(&[])).unwrap();
+    crate::provision::cli(&args(&[])).unwrap();
     assert!(zero_head());
     // Wrong confirmation: refused, nothing written.
-    let e = super::cli(&args(&["--yes-really-wipe", "/dev/sdz"])).unwrap_err();
+    let e = crate::provision::cli(&args(&["--yes-really-wipe", "/dev/sdz"])).unwrap_err();
     assert!(e.to_string().contains("refusing"), "{e}");
     assert!(zero_head());
     // Hints that match nothing: refused with the list of disks.
-    let e = super::cli(&[
+    let e = crate::provision::cli(&[
         "--image-file".into(),
         layout_dir.display().to_string(),
         "--disk".into(),
@@ -761,7 +682,7 @@ fn root_cli_hand_run_on_loop() {
         "{e:#}"
     );
     // The real thing.
-    super::cli(&args(&[
+    crate::provision::cli(&args(&[
         "--yes-really-wipe",
         &dev,
         "--instance-id",
@@ -775,8 +696,7 @@ fn root_cli_hand_run_on_loop() {
 }
 
 // kiln-oci's registry harness (a real docker-registry in a temp dir), included as it is.
-#[path = "../../../oci/tests/common/mod.rs"]
-pub(crate) mod registry;
+use kiln_testsupport::registry;
 
 #[test]
 #[ignore = "root: loop devices, mkfs, mount, docker-registry"]
@@ -829,15 +749,15 @@ fn root_cli_image_from_registry_on_loop() {
         v
     };
     // Without --insecure-registry the client speaks HTTPS to the plain-HTTP registry.
-    let e = super::cli(&args(&[])).unwrap_err();
+    let e = crate::provision::cli(&args(&[])).unwrap_err();
     assert!(format!("{e:#}").contains(&reference), "{e:#}");
     let insecure = ["--insecure-registry", &reg.host()];
     // Dry run: nothing written.
-    super::cli(&args(&insecure)).unwrap();
+    crate::provision::cli(&args(&insecure)).unwrap();
     assert!(lo.read_at(0, 1 << 20).iter().all(|b| *b == 0));
     let mut real = insecure.to_vec();
     real.extend(["--yes-really-wipe", &dev]);
-    super::cli(&args(&real)).unwrap();
+    crate::provision::cli(&args(&real)).unwrap();
     check_grown(&lo.dev, 1 << 30);
     let label = sh(
         "blkid",
