@@ -14,7 +14,6 @@ use serde_json::json;
 use crate::compression::{Compression, Decompressor};
 use crate::digest::{Digest, HashingReader, HashingWriter};
 use crate::format::{self, Layer0Form, MEDIA_TYPE_DISK};
-use crate::layout::Layout;
 use crate::reference::Reference;
 use crate::registry::Client;
 
@@ -330,15 +329,6 @@ pub fn build(spec: &BuildSpec) -> Result<BuiltImage> {
 }
 
 impl BuiltImage {
-    /// Writes the image into an OCI layout directory under `tag`.
-    pub fn write_layout(&self, dir: &Path, tag: &str) -> Result<Digest> {
-        let layout = Layout::create(dir)?;
-        for b in self.layers.iter().chain([&self.config]) {
-            layout.add_blob_file(&b.path, &b.digest)?;
-        }
-        layout.set_tag(tag, &self.manifest, MANIFEST_MEDIA_TYPE)
-    }
-
     /// Pushes the image to `reference` (its tag); returns the manifest digest.
     pub fn push(&self, client: &Client, reference: &Reference) -> Result<Digest> {
         for b in self.layers.iter().chain([&self.config]) {

@@ -142,6 +142,48 @@ impl<R: std::io::Read> std::io::Read for HashingReader<R> {
     }
 }
 
+/// Wraps a reader whose bytes must hash to `expected`: at the end of the stream it returns
+/// `Ok(0)` only if they did, else an `InvalidData` error naming `label` and both digests.
+/// (The same contract as [`crate::blob::BlobReader`], for blobs already on disk.)
+pub struct VerifyingReader<R> {
+    inner: HashingReader<R>,
+    expected: Digest,
+    label: String,
+}
+
+impl<R> VerifyingReader<R> {
+    /// Wraps `inner`; `label` names the blob in the mismatch error.
+    pub fn new(inner: R, expected: Digest, label: &str) -> Self {
+        Self {
+            inner: HashingReader {
+                inner,
+                hasher: Hasher::default(),
+            },
+            expected,
+            label: label.to_owned(),
+        }
+    }
+}
+
+impl<R: std::io::Read> std::io::Read for VerifyingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n == 0 && !buf.is_empty() {
+            let seen = self.inner.hasher.digest();
+            if seen != self.expected {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!(
+                        "digest mismatch for {}: expected {}, got {seen}",
+                        self.label, self.expected
+                    ),
+                ));
+            }
+        }
+        Ok(n)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -181,5 +223,26 @@ mod tests {
         h.update(b"world");
         assert_eq!(h.digest(), Digest::of(b"hello world"));
         assert_eq!(h.len(), 11);
+    }
+
+    #[test]
+    fn verifying_reader() {
+        use std::io::Read as _;
+        let data = b"hello kiln";
+        let good = Digest::of(data);
+        let mut out = Vec::new();
+        VerifyingReader::new(&data[..], good.clone(), "x")
+            .read_to_end(&mut out)
+            .unwrap();
+        assert_eq!(out, data);
+        let e = VerifyingReader::new(&b"hello kilm"[..], good.clone(), "sha256:x")
+            .read_to_end(&mut Vec::new())
+            .unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
+        let msg = e.to_string();
+        assert!(
+            msg.contains("digest mismatch for sha256:x") && msg.contains(good.as_str()),
+            "{msg}"
+        );
     }
 }

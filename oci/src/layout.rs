@@ -1,13 +1,16 @@
 //! Writing an OCI image layout directory (`oci-layout`, `index.json`, `blobs/sha256/`), as
 //! read by skopeo (`oci:DIR:TAG`), umoci and `kiln-image`; reading one back (one tagged
-//! image manifest) so that it can be pushed (`kiln-image push`, the root tests).
+//! image manifest) so that it can be pushed (`kiln-image push`, the root tests), or the
+//! image for a platform with its blobs as verified streams (the agent's `--image-file`).
 
+use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
 
-use crate::builder::{BlobFile, BuiltImage};
-use crate::digest::Digest;
+use crate::builder::{BlobFile, BuiltImage, MANIFEST_MEDIA_TYPE};
+use crate::digest::{Digest, VerifyingReader};
 
 /// An OCI layout directory being written.
 #[derive(Debug)]
@@ -28,7 +31,7 @@ impl Layout {
     }
 
     fn blob_path(&self, digest: &Digest) -> PathBuf {
-        self.dir.join("blobs/sha256").join(digest.hex())
+        blob_path(&self.dir, digest)
     }
 
     /// Copies a blob file in (hard-links when possible).
@@ -79,21 +82,112 @@ impl Layout {
     }
 }
 
+impl BuiltImage {
+    /// Writes the image into an OCI layout directory under `tag`.
+    pub fn write_layout(&self, dir: &Path, tag: &str) -> Result<Digest> {
+        let layout = Layout::create(dir)?;
+        for b in self.layers.iter().chain([&self.config]) {
+            layout.add_blob_file(&b.path, &b.digest)?;
+        }
+        layout.set_tag(tag, &self.manifest, MANIFEST_MEDIA_TYPE)
+    }
+}
+
+/// Path of the blob `digest` in the layout at `dir`.
+pub fn blob_path(dir: &Path, digest: &Digest) -> PathBuf {
+    dir.join("blobs/sha256").join(digest.hex())
+}
+
+/// Opens the blob `digest` of the layout at `dir` as a verified stream (an error instead of
+/// EOF when its bytes do not hash to `digest`).
+pub fn open_blob(dir: &Path, digest: &Digest) -> Result<VerifyingReader<File>> {
+    let p = blob_path(dir, digest);
+    let f = File::open(&p).with_context(|| format!("opening blob {}", p.display()))?;
+    Ok(VerifyingReader::new(f, digest.clone(), digest.as_str()))
+}
+
+/// The entries of the layout's `index.json`.
+fn index_entries(dir: &Path) -> Result<Vec<Value>> {
+    let index_path = dir.join("index.json");
+    let index: Value = serde_json::from_slice(
+        &std::fs::read(&index_path)
+            .with_context(|| format!("reading {} (not an OCI layout?)", index_path.display()))?,
+    )
+    .with_context(|| format!("parsing {}", index_path.display()))?;
+    match index["manifests"].as_array() {
+        Some(a) => Ok(a.clone()),
+        None => bail!("{} has no manifests array", index_path.display()),
+    }
+}
+
+/// The blob file named by descriptor `d`, checked to exist with the descriptor's size.
+fn blob_file(dir: &Path, d: &Value, what: &str) -> Result<BlobFile> {
+    let digest: Digest = d["digest"]
+        .as_str()
+        .with_context(|| format!("{what}: no digest"))?
+        .parse()
+        .with_context(|| format!("{what}: bad digest"))?;
+    let path = blob_path(dir, &digest);
+    let len = std::fs::metadata(&path)
+        .with_context(|| format!("{what} {digest}: missing blob {}", path.display()))?
+        .len();
+    let size = d["size"].as_u64().unwrap_or(len);
+    anyhow::ensure!(
+        len == size,
+        "{what} {digest}: blob {} has {len} bytes, descriptor says {size}",
+        path.display()
+    );
+    Ok(BlobFile {
+        path,
+        digest,
+        size,
+        media_type: d["mediaType"].as_str().unwrap_or("").to_owned(),
+    })
+}
+
+/// A manifest or index named by `d`: its blob, bytes (digest-checked) and JSON.
+fn json_blob(dir: &Path, d: &Value) -> Result<(BlobFile, Vec<u8>, Value)> {
+    let m = blob_file(dir, d, "manifest")?;
+    let bytes = std::fs::read(&m.path).with_context(|| format!("reading {}", m.path.display()))?;
+    anyhow::ensure!(
+        Digest::of(&bytes) == m.digest,
+        "manifest {}: blob {} does not match its digest",
+        m.digest,
+        m.path.display()
+    );
+    let json: Value =
+        serde_json::from_slice(&bytes).with_context(|| format!("parsing manifest {}", m.digest))?;
+    Ok((m, bytes, json))
+}
+
+/// The image whose manifest is `json` (bytes `manifest`).
+fn image(dir: &Path, m: &BlobFile, manifest: Vec<u8>, json: &Value) -> Result<BuiltImage> {
+    anyhow::ensure!(
+        json["layers"].is_array(),
+        "manifest {} is not an image manifest (no layers; an index?)",
+        m.digest
+    );
+    let layers = json["layers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+        .map(|(i, l)| blob_file(dir, l, &format!("layer {i}")))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(BuiltImage {
+        layers,
+        config: blob_file(dir, &json["config"], "config")?,
+        manifest,
+    })
+}
+
 /// Reads the image manifest tagged `tag` from the layout at `dir` (a single tagged manifest is
 /// taken when `tag` is `None`). The manifest bytes are checked against the index's digest and
 /// every blob file against its descriptor's size; blob digests are checked by the registry
 /// when pushed.
 pub fn read_image(dir: &Path, tag: Option<&str>) -> Result<BuiltImage> {
-    let index_path = dir.join("index.json");
-    let index: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(&index_path)
-            .with_context(|| format!("reading {} (not an OCI layout?)", index_path.display()))?,
-    )
-    .with_context(|| format!("parsing {}", index_path.display()))?;
-    let entries = index["manifests"]
-        .as_array()
-        .with_context(|| format!("{} has no manifests array", index_path.display()))?;
-    let name = |m: &serde_json::Value| {
+    let entries = index_entries(dir)?;
+    let name = |m: &Value| {
         m["annotations"]["org.opencontainers.image.ref.name"]
             .as_str()
             .unwrap_or("")
@@ -109,62 +203,40 @@ pub fn read_image(dir: &Path, tag: Option<&str>) -> Result<BuiltImage> {
             )
         })?,
         None if entries.len() == 1 => &entries[0],
-        None => anyhow::bail!(
+        None => bail!(
             "{} holds {} manifests: name a tag",
             dir.display(),
             entries.len()
         ),
     };
-    let blob = |d: &serde_json::Value, what: &str| -> Result<BlobFile> {
-        let digest: Digest = d["digest"]
-            .as_str()
-            .with_context(|| format!("{what}: no digest"))?
-            .parse()
-            .with_context(|| format!("{what}: bad digest"))?;
-        let path = dir.join("blobs/sha256").join(digest.hex());
-        let len = std::fs::metadata(&path)
-            .with_context(|| format!("{what} {digest}: missing blob {}", path.display()))?
-            .len();
-        let size = d["size"].as_u64().unwrap_or(len);
-        anyhow::ensure!(
-            len == size,
-            "{what} {digest}: blob {} has {len} bytes, descriptor says {size}",
-            path.display()
-        );
-        Ok(BlobFile {
-            path,
-            digest,
-            size,
-            media_type: d["mediaType"].as_str().unwrap_or("").to_owned(),
-        })
+    let (m, bytes, json) = json_blob(dir, entry)?;
+    image(dir, &m, bytes, &json)
+}
+
+/// Reads the image for `os`/`architecture` from the layout at `dir`, through nested indexes
+/// (the first entry of an index when none names that platform): what the agent's
+/// `provision --image-file` reads. Checked as in [`read_image`].
+pub fn read_platform_image(dir: &Path, os: &str, architecture: &str) -> Result<BuiltImage> {
+    let pick = |entries: &[Value]| -> Option<Value> {
+        entries
+            .iter()
+            .find(|m| m["platform"]["os"] == os && m["platform"]["architecture"] == architecture)
+            .or_else(|| entries.first())
+            .cloned()
     };
-    let m = blob(entry, "manifest")?;
-    let manifest = std::fs::read(&m.path)?;
-    anyhow::ensure!(
-        Digest::of(&manifest) == m.digest,
-        "manifest {}: blob {} does not match its digest",
-        m.digest,
-        m.path.display()
-    );
-    let json: serde_json::Value = serde_json::from_slice(&manifest)
-        .with_context(|| format!("parsing manifest {}", m.digest))?;
-    anyhow::ensure!(
-        json["layers"].is_array(),
-        "manifest {} is not an image manifest (no layers; an index?)",
-        m.digest
-    );
-    let layers = json["layers"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .enumerate()
-        .map(|(i, l)| blob(l, &format!("layer {i}")))
-        .collect::<Result<Vec<_>>>()?;
-    Ok(BuiltImage {
-        layers,
-        config: blob(&json["config"], "config")?,
-        manifest,
-    })
+    let mut entry = pick(&index_entries(dir)?)
+        .with_context(|| format!("{}/index.json lists no image", dir.display()))?;
+    for _ in 0..4 {
+        let (m, bytes, json) = json_blob(dir, &entry)?;
+        match json["manifests"].as_array() {
+            Some(nested) => {
+                entry = pick(nested)
+                    .with_context(|| format!("index {} in {} is empty", m.digest, dir.display()))?
+            }
+            None => return image(dir, &m, bytes, &json),
+        }
+    }
+    bail!("image index nesting too deep in {}", dir.display())
 }
 
 #[cfg(test)]

@@ -3,10 +3,12 @@
 //! - [`format`]: media types, layer-0 forms, settings from annotations, platform selection.
 //! - [`compression`], [`single_file_tar`]: `Read` adapters turning layer 0 into disk bytes.
 //! - [`reference`]: image references with Docker's defaults.
-//! - [`registry`]: the blocking registry client (auth, retries, mirrors, resume);
+//! - [`http`]: the one HTTP/TLS client builder (web PKI, extra CA, pinned CA, unverified).
+//! - [`registry`]: the blocking registry client (auth, retries, mirrors, manifests);
 //!   [`retry_after`]: `Retry-After` in seconds or as an HTTP-date; [`proxy`]: HTTP(S) proxies.
-//! - [`blob`]: the verified, resumable blob stream; [`prefetch`]: download-ahead;
-//!   [`pull`]: all layers as streams, the next one prefetching.
+//! - [`blob`]: the verified, resumable blob stream; [`resolve`]: an image for one platform
+//!   and its blobs as streams; [`prefetch`]: download-ahead; [`digest`]: digests and the
+//!   hashing/verifying readers; [`pull`]: all layers as streams, the next one prefetching.
 //! - [`push`], [`layout`], [`builder`]: writing images (used by `kiln-image`).
 
 pub mod blob;
@@ -14,6 +16,7 @@ pub mod builder;
 pub mod compression;
 pub mod digest;
 pub mod format;
+pub mod http;
 pub mod layout;
 pub mod prefetch;
 pub mod progress;
@@ -22,5 +25,6 @@ pub mod pull;
 pub mod push;
 pub mod reference;
 pub mod registry;
+pub mod resolve;
 pub mod retry_after;
 pub mod single_file_tar;

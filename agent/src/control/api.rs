@@ -6,9 +6,9 @@
 //! call means "register again". Credentials, claim secrets and tokens only ever travel in
 //! request headers and bodies; no error or event carries them.
 
-use std::sync::Arc;
 use std::time::Duration;
 
+use kiln_oci::http::HttpClientBuilder;
 use kiln_oci::registry::{RetryPolicy, backoff};
 use kiln_protocol::{
     AGENT_API_BASE, ClaimRequest, ClaimResponse, ErrorBody, EventAck, EventBatch, Heartbeat,
@@ -97,17 +97,15 @@ impl Client {
     /// `server` is the base URL (`https://host:port`); `tls` the pinned config (`None` for
     /// `http://`).
     pub fn new(server: &str, tls: Option<rustls::ClientConfig>) -> Client {
-        let mut b = ureq::AgentBuilder::new()
-            .timeout_connect(Duration::from_secs(15))
-            .timeout_read(Duration::from_secs(LONG_POLL_SECS + 30))
-            .timeout_write(Duration::from_secs(60))
-            .user_agent(concat!("kiln-agent/", env!("CARGO_PKG_VERSION")));
-        if let Some(t) = tls {
-            b = b.tls_config(Arc::new(t));
-        }
+        let agent = HttpClientBuilder::with_tls(tls)
+            .connect_timeout(Duration::from_secs(15))
+            .read_timeout(Duration::from_secs(LONG_POLL_SECS + 30))
+            .write_timeout(Duration::from_secs(60))
+            .user_agent(concat!("kiln-agent/", env!("CARGO_PKG_VERSION")))
+            .build();
         Client {
             base: format!("{}{AGENT_API_BASE}", server.trim_end_matches('/')),
-            agent: b.build(),
+            agent,
             retry: RetryPolicy {
                 max_attempts: 6,
                 base_delay: Duration::from_millis(500),

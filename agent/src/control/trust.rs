@@ -6,26 +6,16 @@
 //! connection against that CA alone (no web PKI roots).
 
 use std::path::Path;
-use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
+use kiln_oci::digest::Digest;
+use kiln_oci::http::{HttpClientBuilder, Trust};
+use rustls::pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject as _;
-use sha2::{Digest as _, Sha256};
-
-fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
 
 /// Lower-case hex SHA-256 of `der`.
 pub fn sha256_hex(der: &[u8]) -> String {
-    Sha256::digest(der)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    Digest::of(der).hex().to_owned()
 }
 
 /// The first certificate of a PEM text, as DER.
@@ -51,73 +41,7 @@ pub fn check_pin(pem: &[u8], pin: &str, what: &str) -> Result<CertificateDer<'st
 
 /// TLS config trusting only `ca`.
 pub fn pinned_tls(ca: CertificateDer<'static>) -> Result<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(ca).context("adding the Kiln CA")?;
-    Ok(rustls::ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .context("TLS protocol versions")?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
-}
-
-/// Accepts any server certificate (signatures still checked): only for fetching `/ca.pem`,
-/// whose content is then checked against the pin.
-#[derive(Debug)]
-struct Unverified(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for Unverified {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
-fn unverified_tls() -> Result<rustls::ClientConfig> {
-    let p = provider();
-    Ok(rustls::ClientConfig::builder_with_provider(p.clone())
-        .with_safe_default_protocol_versions()
-        .context("TLS protocol versions")?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(Unverified(p)))
-        .with_no_client_auth())
+    Trust::Pinned(ca).tls_config("the Kiln control plane")
 }
 
 /// The TLS config for `server`: the CA in `ca_file` when it matches the pin, else `/ca.pem`
@@ -143,9 +67,9 @@ pub fn establish(
         return pinned_tls(der).map(Some);
     }
     let url = format!("{server}/ca.pem");
-    let agent = ureq::AgentBuilder::new()
-        .tls_config(Arc::new(unverified_tls()?))
-        .timeout_connect(std::time::Duration::from_secs(15))
+    // Unverified: the certificate fetched is accepted only if it matches the pin.
+    let agent = HttpClientBuilder::new(&Trust::Unverified, server)?
+        .connect_timeout(std::time::Duration::from_secs(15))
         .timeout(std::time::Duration::from_secs(30))
         .build();
     let mut pem = Vec::new();

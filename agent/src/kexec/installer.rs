@@ -19,11 +19,11 @@ use std::convert::Infallible;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use sha2::{Digest, Sha256};
+use kiln_oci::digest::Hasher;
+use kiln_oci::http::{HttpClientBuilder, Trust};
 
 use super::{Image, Report, boot, word};
 use crate::events::Event;
@@ -56,13 +56,9 @@ pub fn parse_sha256(s: &str) -> Result<String> {
     Ok(hex)
 }
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
 /// Copies `r` to `out` while hashing; returns (bytes, hex sha256).
 fn copy_hashed(r: &mut dyn Read, out: &mut dyn Write) -> std::io::Result<(u64, String)> {
-    let mut h = Sha256::new();
+    let mut h = Hasher::default();
     let mut buf = vec![0u8; 1 << 20];
     let mut n = 0u64;
     loop {
@@ -76,7 +72,7 @@ fn copy_hashed(r: &mut dyn Read, out: &mut dyn Write) -> std::io::Result<(u64, S
         out.write_all(&buf[..k])?;
         n += k as u64;
     }
-    Ok((n, hex(&h.finalize())))
+    Ok((n, h.digest().hex().to_owned()))
 }
 
 fn verify(what: &str, want: Option<&str>, got: &str) -> Result<()> {
@@ -89,23 +85,14 @@ fn verify(what: &str, want: Option<&str>, got: &str) -> Result<()> {
 }
 
 fn http_agent() -> Result<ureq::Agent> {
-    let roots = rustls::RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-    };
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .context("TLS protocol versions")?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    Ok(ureq::AgentBuilder::new()
-        .tls_config(Arc::new(tls))
-        .timeout_connect(Duration::from_secs(15))
-        .timeout_read(Duration::from_secs(60))
-        .redirects(5)
-        .user_agent(concat!("kiln-agent/", env!("CARGO_PKG_VERSION")))
-        .build())
+    Ok(
+        HttpClientBuilder::new(&Trust::WebPki { extra_ca: None }, "the installer download")?
+            .connect_timeout(Duration::from_secs(15))
+            .read_timeout(Duration::from_secs(60))
+            .redirects(5, false)
+            .user_agent(concat!("kiln-agent/", env!("CARGO_PKG_VERSION")))
+            .build(),
+    )
 }
 
 /// Makes the installer available as a regular file (what `kexec_file_load` reads) and
@@ -345,7 +332,9 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let k = t.path().join("vmlinuz");
         std::fs::write(&k, b"kernel bytes").unwrap();
-        let digest = hex(&Sha256::digest(b"kernel bytes"));
+        let digest = kiln_oci::digest::Digest::of(b"kernel bytes")
+            .hex()
+            .to_owned();
         let stage = t.path().join("stage/installer");
         let src = |sha: Option<String>| InstallerSource {
             location: k.display().to_string(),

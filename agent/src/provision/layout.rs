@@ -1,152 +1,79 @@
-//! A minimal reader of OCI image layout directories (`index.json`, `blobs/sha256/...`) for
-//! hand runs and tests, with the same verified-stream contract as kiln-oci: the reader
-//! returns an error instead of EOF when the blob's sha256 does not match. The real
-//! registry client lives in kiln-oci; this only serves `provision --image-file`.
+//! The OCI image layout directories of `provision --image-file` (hand runs and tests), read
+//! by kiln-oci's layout reader ([`kiln_oci::layout::read_platform_image`]: linux/amd64 or
+//! the first image, through nested indexes, every blob size-checked) and streamed through
+//! kiln-oci's verifying reader: a blob whose sha256 does not match is an error instead of EOF.
 
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
-use serde::Deserialize;
-use sha2::{Digest, Sha256};
+use anyhow::{Context, Result};
+use kiln_oci::digest::{Digest, VerifyingReader};
 
-/// A file whose bytes must hash to `expected` (hex sha256) by EOF.
-pub struct Verified<R> {
-    inner: R,
-    hasher: Sha256,
-    expected: String,
-    label: String,
-}
+/// A stream whose bytes must hash to `expected` (hex sha256) by EOF: kiln-oci's
+/// [`VerifyingReader`] for a digest given as hex.
+pub struct Verified<R>(std::result::Result<VerifyingReader<R>, String>);
 
 impl<R: Read> Verified<R> {
-    /// Wraps `inner`.
+    /// Wraps `inner`; a malformed `expected_hex` fails the first read.
     pub fn new(inner: R, expected_hex: &str, label: &str) -> Self {
-        Verified {
-            inner,
-            hasher: Sha256::new(),
-            expected: expected_hex.to_ascii_lowercase(),
-            label: label.into(),
-        }
+        let expected = format!("sha256:{}", expected_hex.to_ascii_lowercase());
+        Verified(match expected.parse::<Digest>() {
+            Ok(d) => Ok(VerifyingReader::new(inner, d, label)),
+            Err(e) => Err(format!("{label}: {e}")),
+        })
     }
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 impl<R: Read> Read for Verified<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        if n == 0 && !buf.is_empty() {
-            let got = hex(&self.hasher.clone().finalize());
-            if got != self.expected {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!(
-                        "digest mismatch for {}: expected sha256:{}, got sha256:{got}",
-                        self.label, self.expected
-                    ),
-                ));
-            }
+        match &mut self.0 {
+            Ok(r) => r.read(buf),
+            Err(e) => Err(io::Error::new(io::ErrorKind::InvalidInput, e.clone())),
         }
-        self.hasher.update(&buf[..n]);
-        Ok(n)
     }
 }
 
-/// One layer of the manifest.
-#[derive(Debug, Clone, Deserialize)]
+/// One layer of the image.
+#[derive(Debug, Clone)]
 pub struct Descriptor {
     /// Media type.
-    #[serde(rename = "mediaType", default)]
     pub media_type: String,
     /// `sha256:<hex>`.
     pub digest: String,
     /// Size in bytes.
     pub size: u64,
-    /// Platform (index entries).
-    #[serde(default)]
-    pub platform: Option<Platform>,
-}
-
-/// Platform of an index entry.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Platform {
-    /// `amd64`...
-    pub architecture: String,
-    /// `linux`.
-    pub os: String,
-}
-
-#[derive(Deserialize)]
-struct Index {
-    manifests: Vec<Descriptor>,
-}
-
-#[derive(Deserialize)]
-struct Manifest {
-    #[serde(default)]
-    manifests: Option<Vec<Descriptor>>,
-    #[serde(default)]
-    layers: Vec<Descriptor>,
 }
 
 /// Path of a blob.
 pub fn blob_path(dir: &Path, digest: &str) -> Result<PathBuf> {
-    let hex = digest
-        .strip_prefix("sha256:")
-        .with_context(|| format!("unsupported digest {digest:?} (sha256 only)"))?;
-    if hex.len() != 64 || !hex.bytes().all(|c| c.is_ascii_hexdigit()) {
-        bail!("malformed digest {digest:?}");
-    }
-    Ok(dir.join("blobs/sha256").join(hex))
+    let d: Digest = digest
+        .parse()
+        .with_context(|| format!("blob {digest:?} of {}", dir.display()))?;
+    Ok(kiln_oci::layout::blob_path(dir, &d))
 }
 
 /// Opens a blob as a verified stream.
-pub fn open_blob(dir: &Path, d: &Descriptor) -> Result<Verified<File>> {
-    let p = blob_path(dir, &d.digest)?;
-    let f = File::open(&p).with_context(|| format!("opening blob {}", p.display()))?;
-    Ok(Verified::new(
-        f,
-        d.digest.trim_start_matches("sha256:"),
-        &d.digest,
-    ))
+pub fn open_blob(dir: &Path, d: &Descriptor) -> Result<VerifyingReader<File>> {
+    let digest: Digest = d
+        .digest
+        .parse()
+        .with_context(|| format!("layer of {}", dir.display()))?;
+    kiln_oci::layout::open_blob(dir, &digest)
 }
 
-fn read_json<T: for<'a> Deserialize<'a>>(dir: &Path, d: &Descriptor) -> Result<T> {
-    let mut v = Vec::new();
-    open_blob(dir, d)?.read_to_end(&mut v)?;
-    serde_json::from_slice(&v).with_context(|| format!("parsing {}", d.digest))
-}
-
-/// The layers of the first (or linux/amd64) image in the layout at `dir`.
+/// The layers of the linux/amd64 (or first) image in the layout at `dir`.
 pub fn layers(dir: &Path) -> Result<Vec<Descriptor>> {
-    let idx_path = dir.join("index.json");
-    let idx: Index = serde_json::from_slice(
-        &std::fs::read(&idx_path).with_context(|| format!("reading {}", idx_path.display()))?,
-    )
-    .with_context(|| format!("parsing {}", idx_path.display()))?;
-    let pick = |ms: &[Descriptor]| -> Option<Descriptor> {
-        ms.iter()
-            .find(|m| {
-                m.platform
-                    .as_ref()
-                    .is_some_and(|p| p.os == "linux" && p.architecture == "amd64")
-            })
-            .or_else(|| ms.first())
-            .cloned()
-    };
-    let mut d =
-        pick(&idx.manifests).with_context(|| format!("{} lists no image", idx_path.display()))?;
-    for _ in 0..4 {
-        let m: Manifest = read_json(dir, &d)?;
-        match m.manifests {
-            Some(ms) => d = pick(&ms).context("empty nested index")?,
-            None => return Ok(m.layers),
-        }
-    }
-    bail!("image index nesting too deep in {}", dir.display())
+    let image = kiln_oci::layout::read_platform_image(dir, "linux", "amd64")?;
+    Ok(image
+        .layers
+        .into_iter()
+        .map(|b| Descriptor {
+            media_type: b.media_type,
+            digest: b.digest.as_str().to_owned(),
+            size: b.size,
+        })
+        .collect())
 }
 
 #[cfg(test)]
@@ -156,18 +83,22 @@ mod tests {
     #[test]
     fn verified_reader() {
         let data = b"hello kiln";
-        let good = hex(&Sha256::digest(data));
+        let good = Digest::of(data);
         let mut out = Vec::new();
-        Verified::new(&data[..], &good, "x")
+        Verified::new(&data[..], good.hex(), "x")
             .read_to_end(&mut out)
             .unwrap();
         assert_eq!(out, data);
-        let e = Verified::new(&b"hello kilm"[..], &good, "sha256:x")
+        let e = Verified::new(&b"hello kilm"[..], good.hex(), "sha256:x")
             .read_to_end(&mut Vec::new())
             .unwrap_err();
         assert!(
             e.to_string().contains("digest mismatch for sha256:x"),
             "{e}"
         );
+        let e = Verified::new(&data[..], "zz", "l0")
+            .read_to_end(&mut Vec::new())
+            .unwrap_err();
+        assert!(e.to_string().contains("l0"), "{e}");
     }
 }

@@ -13,9 +13,7 @@ use super::events::{Event, Phase, Progress};
 use super::extract::{LayerReport, Options, extract_layer};
 use super::gpt::{GrowReport, RootChoice, grow_root};
 use super::inject::{InjectSpec, inject_agent};
-use super::layer0::{
-    ChannelReader, Layer0Report, Target, reader_thread, wipe_partition_tables, write_layer0,
-};
+use super::layer0::{Layer0Report, Target, wipe_partition_tables, write_layer0};
 use super::root::Root;
 use super::rootfs::{FsSpec, RootFsReport, prepare, unmount};
 
@@ -32,15 +30,16 @@ pub struct LayerInput {
 /// Read-ahead per layer: chunks of 1 MiB.
 pub const PREFETCH_CHUNKS: usize = 16;
 
-/// Starts reading `l` on its own thread into a bounded queue (at most
-/// [`PREFETCH_CHUNKS`] MiB in memory), so download and extraction overlap. Errors,
+/// Starts reading `l` on its own thread into a bounded queue (kiln-oci's prefetcher, at
+/// most [`PREFETCH_CHUNKS`] MiB in memory), so download and extraction overlap. Errors,
 /// including the digest verdict at EOF, pass through unchanged.
 pub fn prefetch(l: LayerInput) -> LayerInput {
-    let (tx, rx) = std::sync::mpsc::sync_channel(PREFETCH_CHUNKS * 4);
-    let reader = l.reader;
-    std::thread::spawn(move || reader_thread(reader, tx));
     LayerInput {
-        reader: Box::new(ChannelReader::new(rx)),
+        reader: Box::new(kiln_oci::prefetch::prefetch(
+            l.reader,
+            1 << 20,
+            PREFETCH_CHUNKS,
+        )),
         size: l.size,
         label: l.label,
     }
