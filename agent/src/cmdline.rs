@@ -17,6 +17,40 @@ pub struct Param {
     pub value: Option<String>,
 }
 
+/// Kernel parameters whose values are secrets: never printed.
+pub const SECRET_KEYS: &[&str] = &["kiln.token", "kiln.credential"];
+
+/// Whether a parameter's value is a secret (see [`SECRET_KEYS`]; also anything named
+/// like a password, token, secret or credential).
+pub fn is_secret(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    SECRET_KEYS.contains(&k.as_str())
+        || ["password", "passwd", "token", "secret", "credential"]
+            .iter()
+            .any(|s| k.contains(s))
+}
+
+/// Quotes a value the way the kernel's parser reads it back.
+pub(crate) fn word(key: &str, value: Option<&str>) -> String {
+    match value {
+        None => key.to_string(),
+        Some(v) if v.chars().any(char::is_whitespace) => format!("{key}=\"{v}\""),
+        Some(v) => format!("{key}={v}"),
+    }
+}
+
+/// The command line for messages: secret values become `<redacted>`.
+pub fn redact(line: &str) -> String {
+    split(line)
+        .iter()
+        .map(|p| match &p.value {
+            Some(_) if is_secret(&p.key) => format!("{}=<redacted>", p.key),
+            v => word(&p.key, v.as_deref()),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// Splits a command line into parameters, removing quotes as the kernel does.
 pub fn split(line: &str) -> Vec<Param> {
     let mut params = Vec::new();

@@ -37,7 +37,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use rustix::io::Errno;
 
-use crate::cmdline;
+use crate::cmdline::{self, word};
+pub use crate::cmdline::{SECRET_KEYS, is_secret, redact};
 use crate::events::{Event, Level};
 use crate::provision::bootplan::BootPlan;
 
@@ -47,9 +48,6 @@ pub type Report<'a> = &'a (dyn Fn(Event) + Sync);
 
 /// The x86 kernel's `COMMAND_LINE_SIZE`, including the terminating NUL.
 pub const COMMAND_LINE_SIZE: usize = 2048;
-
-/// Kernel parameters whose values are secrets: never printed.
-pub const SECRET_KEYS: &[&str] = &["kiln.token", "kiln.credential"];
 
 /// A kernel to boot.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,37 +68,6 @@ impl From<&BootPlan> for Image {
             cmdline: p.cmdline.clone(),
         }
     }
-}
-
-/// Whether a parameter's value is a secret (see [`SECRET_KEYS`]; also anything named
-/// like a password, token, secret or credential).
-pub fn is_secret(key: &str) -> bool {
-    let k = key.to_ascii_lowercase();
-    SECRET_KEYS.contains(&k.as_str())
-        || ["password", "passwd", "token", "secret", "credential"]
-            .iter()
-            .any(|s| k.contains(s))
-}
-
-/// Quotes a value the way the kernel's parser reads it back.
-fn word(key: &str, value: Option<&str>) -> String {
-    match value {
-        None => key.to_string(),
-        Some(v) if v.chars().any(char::is_whitespace) => format!("{key}=\"{v}\""),
-        Some(v) => format!("{key}={v}"),
-    }
-}
-
-/// The command line for messages: secret values become `<redacted>`.
-pub fn redact(line: &str) -> String {
-    cmdline::split(line)
-        .iter()
-        .map(|p| match &p.value {
-            Some(_) if is_secret(&p.key) => format!("{}=<redacted>", p.key),
-            v => word(&p.key, v.as_deref()),
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 /// Appends the running kernel's `console=` parameters (from `running`, the text of

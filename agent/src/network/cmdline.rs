@@ -312,57 +312,56 @@ fn parse_mtu(field: &str, value: &str) -> Result<u32, ParamError> {
     }
 }
 
-/// Parses one `ip=` value.
+/// What a whole `ip=` value that is one keyword means.
+#[derive(Clone, Copy)]
+enum IpKeyword {
+    Off,
+    Dhcp,
+    /// An autoconfiguration method Kiln does not speak.
+    Unsupported,
+}
+
+/// The `ip=` keywords, kernel and dracut spellings alike.
+const IP_KEYWORDS: &[(&str, IpKeyword)] = &[
+    ("off", IpKeyword::Off),
+    ("none", IpKeyword::Off),
+    ("dhcp", IpKeyword::Dhcp),
+    ("on", IpKeyword::Dhcp),
+    ("any", IpKeyword::Dhcp),
+    ("both", IpKeyword::Dhcp),
+    ("bootp", IpKeyword::Dhcp),
+    ("rarp", IpKeyword::Unsupported),
+    ("dhcp6", IpKeyword::Unsupported),
+    ("auto6", IpKeyword::Unsupported),
+    ("either6", IpKeyword::Unsupported),
+    ("link6", IpKeyword::Unsupported),
+    ("ibft", IpKeyword::Unsupported),
+];
+
+/// Parses one `ip=` value: a keyword, dracut's `<device>:<autoconf>[:<mtu>[:<macaddr>]]`,
+/// or the kernel's `<client>:<server>:<gw>:<netmask>:<hostname>:<device>:<autoconf>:…`.
 pub fn parse_ip(value: &str) -> Result<IpParam, ParamError> {
-    match value {
-        "off" | "none" => return Ok(IpParam::Off),
-        "dhcp" | "on" | "any" | "both" | "bootp" => {
-            return Ok(IpParam::Dhcp {
+    if let Some((_, k)) = IP_KEYWORDS.iter().find(|(w, _)| *w == value) {
+        return match k {
+            IpKeyword::Off => Ok(IpParam::Off),
+            IpKeyword::Dhcp => Ok(IpParam::Dhcp {
                 device: None,
                 mtu: None,
                 hostname: None,
-            });
-        }
-        "rarp" | "dhcp6" | "auto6" | "either6" | "link6" | "ibft" => {
-            return Err(err(
+            }),
+            IpKeyword::Unsupported => Err(err(
                 "ip",
                 value,
                 "only DHCPv4 and static IPv4 are supported",
-            ));
-        }
-        _ => {}
+            )),
+        };
     }
     if value.contains('[') {
         return Err(err("ip", value, "IPv6 addresses are not supported"));
     }
     let f: Vec<&str> = value.split(':').collect();
-    // dracut: ip=<device>:<autoconf>[:<mtu>[:<macaddr>]]
     if f.len() >= 2 && f.len() <= 4 && f[0].parse::<Ipv4Addr>().is_err() && !f[0].contains('/') {
-        check_ifname("ip", value, f[0])?;
-        return match parse_autoconf(f[1], value)? {
-            Autoconf::Dhcp => Ok(IpParam::Dhcp {
-                device: Some(f[0].to_owned()),
-                mtu: f
-                    .get(2)
-                    .filter(|s| !s.is_empty())
-                    .map(|m| parse_mtu(m, value))
-                    .transpose()?,
-                hostname: None,
-            }),
-            Autoconf::Off => Err(err(
-                "ip",
-                value,
-                format!(
-                    "{}:off configures nothing: leave it out, or use ip=off to disable networking",
-                    f[0]
-                ),
-            )),
-            Autoconf::Unset => Err(err(
-                "ip",
-                value,
-                "missing autoconf method after the device (e.g. eth0:dhcp)",
-            )),
-        };
+        return parse_ip_device_form(&f, value);
     }
     if f.len() > 10 {
         return Err(err(
@@ -371,94 +370,148 @@ pub fn parse_ip(value: &str) -> Result<IpParam, ParamError> {
             "too many ':'-separated fields (at most 10)",
         ));
     }
-    let field = |i: usize| f.get(i).copied().unwrap_or("");
-    let (client_s, client_prefix) = match field(0).split_once('/') {
-        Some((a, p)) => (a, Some(p)),
-        None => (field(0), None),
-    };
-    let client = parse_opt_ip(client_s, "client address", value)?;
-    let server = parse_opt_ip(field(1), "server address", value)?;
-    let gateway = parse_opt_ip(field(2), "gateway", value)?;
-    let prefix = match (client_prefix, field(3)) {
-        (Some(p), _) | (None, p) if !p.is_empty() => {
-            Some(netmask_to_prefix(p).ok_or_else(|| {
-                err(
-                    "ip",
-                    value,
-                    format!("netmask {p:?} is neither a contiguous dotted mask nor 0-32"),
-                )
-            })?)
-        }
-        _ => None,
-    };
-    let hostname = match field(4) {
-        "" => None,
-        h if valid_hostname(h) => Some(h.to_owned()),
-        h => {
-            return Err(err(
-                "ip",
-                value,
-                format!("hostname {h:?} is not a valid host name"),
-            ));
-        }
-    };
-    let device = match field(5) {
-        "" => None,
-        d => {
-            check_ifname("ip", value, d)?;
-            Some(d.to_owned())
-        }
-    };
-    let autoconf = parse_autoconf(field(6), value)?;
-    // Field 8: the kernel's <dns0>, or dracut's <mtu>; field 9: <dns1> or dracut's <macaddr>.
-    let mut dns = Vec::new();
-    let mut mtu = None;
-    match field(7) {
-        "" => {}
-        s if s.parse::<Ipv4Addr>().is_ok() => dns.extend(parse_opt_ip(s, "dns0", value)?),
-        s if s.bytes().all(|b| b.is_ascii_digit()) => mtu = Some(parse_mtu(s, value)?),
-        s => {
-            return Err(err(
-                "ip",
-                value,
-                format!("dns0 {s:?} is not an IPv4 address"),
-            ));
-        }
-    }
-    match field(8) {
-        "" => {}
-        s => dns.extend(parse_opt_ip(s, "dns1", value)?),
-    }
-    let ntp: Vec<Ipv4Addr> = parse_opt_ip(field(9), "ntp0", value)?.into_iter().collect();
+    KernelIp::parse(&f, value)?.into_param(value)
+}
 
-    match (autoconf, client) {
-        (Autoconf::Off, None) if device.is_none() => Ok(IpParam::Off),
-        (Autoconf::Dhcp, _) | (Autoconf::Unset, None) => Ok(IpParam::Dhcp {
-            device,
-            mtu,
-            hostname,
+/// dracut's `ip=<device>:<autoconf>[:<mtu>[:<macaddr>]]`, split at ':'.
+fn parse_ip_device_form(f: &[&str], value: &str) -> Result<IpParam, ParamError> {
+    check_ifname("ip", value, f[0])?;
+    match parse_autoconf(f[1], value)? {
+        Autoconf::Dhcp => Ok(IpParam::Dhcp {
+            device: Some(f[0].to_owned()),
+            mtu: f
+                .get(2)
+                .filter(|s| !s.is_empty())
+                .map(|m| parse_mtu(m, value))
+                .transpose()?,
+            hostname: None,
         }),
-        (Autoconf::Off, None) => Err(err(
+        Autoconf::Off => Err(err(
             "ip",
             value,
-            "autoconf is off but no client address is given",
+            format!(
+                "{}:off configures nothing: leave it out, or use ip=off to disable networking",
+                f[0]
+            ),
         )),
-        (Autoconf::Off | Autoconf::Unset, Some(address)) => {
-            let prefix_len = match prefix {
-                Some(p) => p,
-                None => default_prefix(address),
-            };
-            Ok(IpParam::Static(StaticIp {
+        Autoconf::Unset => Err(err(
+            "ip",
+            value,
+            "missing autoconf method after the device (e.g. eth0:dhcp)",
+        )),
+    }
+}
+
+/// The kernel's ten `ip=` fields, each parsed.
+struct KernelIp {
+    client: Option<Ipv4Addr>,
+    server: Option<Ipv4Addr>,
+    gateway: Option<Ipv4Addr>,
+    prefix: Option<u8>,
+    hostname: Option<String>,
+    device: Option<String>,
+    autoconf: Autoconf,
+    dns: Vec<Ipv4Addr>,
+    mtu: Option<u32>,
+    ntp: Vec<Ipv4Addr>,
+}
+
+impl KernelIp {
+    fn parse(f: &[&str], value: &str) -> Result<KernelIp, ParamError> {
+        let field = |i: usize| f.get(i).copied().unwrap_or("");
+        let (client_s, client_prefix) = match field(0).split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (field(0), None),
+        };
+        let client = parse_opt_ip(client_s, "client address", value)?;
+        let server = parse_opt_ip(field(1), "server address", value)?;
+        let gateway = parse_opt_ip(field(2), "gateway", value)?;
+        let prefix = match (client_prefix, field(3)) {
+            (Some(p), _) | (None, p) if !p.is_empty() => {
+                Some(netmask_to_prefix(p).ok_or_else(|| {
+                    err(
+                        "ip",
+                        value,
+                        format!("netmask {p:?} is neither a contiguous dotted mask nor 0-32"),
+                    )
+                })?)
+            }
+            _ => None,
+        };
+        let hostname = match field(4) {
+            "" => None,
+            h if valid_hostname(h) => Some(h.to_owned()),
+            h => {
+                return Err(err(
+                    "ip",
+                    value,
+                    format!("hostname {h:?} is not a valid host name"),
+                ));
+            }
+        };
+        let device = match field(5) {
+            "" => None,
+            d => {
+                check_ifname("ip", value, d)?;
+                Some(d.to_owned())
+            }
+        };
+        let autoconf = parse_autoconf(field(6), value)?;
+        // Field 8: the kernel's <dns0>, or dracut's <mtu>; field 9: <dns1> or dracut's <macaddr>.
+        let mut dns = Vec::new();
+        let mut mtu = None;
+        match field(7) {
+            "" => {}
+            s if s.parse::<Ipv4Addr>().is_ok() => dns.extend(parse_opt_ip(s, "dns0", value)?),
+            s if s.bytes().all(|b| b.is_ascii_digit()) => mtu = Some(parse_mtu(s, value)?),
+            s => {
+                return Err(err(
+                    "ip",
+                    value,
+                    format!("dns0 {s:?} is not an IPv4 address"),
+                ));
+            }
+        }
+        dns.extend(parse_opt_ip(field(8), "dns1", value)?);
+        Ok(KernelIp {
+            client,
+            server,
+            gateway,
+            prefix,
+            hostname,
+            device,
+            autoconf,
+            dns,
+            mtu,
+            ntp: parse_opt_ip(field(9), "ntp0", value)?.into_iter().collect(),
+        })
+    }
+
+    /// Off, DHCP or static, from the autoconf field and whether a client address is given.
+    fn into_param(self, value: &str) -> Result<IpParam, ParamError> {
+        match (self.autoconf, self.client) {
+            (Autoconf::Off, None) if self.device.is_none() => Ok(IpParam::Off),
+            (Autoconf::Dhcp, _) | (Autoconf::Unset, None) => Ok(IpParam::Dhcp {
+                device: self.device,
+                mtu: self.mtu,
+                hostname: self.hostname,
+            }),
+            (Autoconf::Off, None) => Err(err(
+                "ip",
+                value,
+                "autoconf is off but no client address is given",
+            )),
+            (Autoconf::Off | Autoconf::Unset, Some(address)) => Ok(IpParam::Static(StaticIp {
                 address,
-                prefix_len,
-                gateway,
-                server,
-                hostname,
-                device,
-                dns,
-                ntp,
-                mtu,
-            }))
+                prefix_len: self.prefix.unwrap_or_else(|| default_prefix(address)),
+                gateway: self.gateway,
+                server: self.server,
+                hostname: self.hostname,
+                device: self.device,
+                dns: self.dns,
+                ntp: self.ntp,
+                mtu: self.mtu,
+            })),
         }
     }
 }

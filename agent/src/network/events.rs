@@ -175,47 +175,8 @@ impl fmt::Display for NetEvent {
             LeaseLost { ifname, reason } => {
                 write!(f, "{ifname}: DHCP lease lost ({reason}), starting over")
             }
-            AddressApplied {
-                ifname,
-                address,
-                prefix_len,
-                gateway,
-                routes,
-                mtu,
-                since_boot_ms,
-            } => {
-                write!(f, "{ifname}: address {address}/{prefix_len}")?;
-                if let Some(g) = gateway {
-                    write!(f, " via {g}")?;
-                }
-                write!(f, ", {routes} route{}", if *routes == 1 { "" } else { "s" })?;
-                if let Some(m) = mtu {
-                    write!(f, ", MTU {m}")?;
-                }
-                write!(
-                    f,
-                    " ({}.{:03} s after kernel start)",
-                    since_boot_ms / 1000,
-                    since_boot_ms % 1000
-                )?;
-                Ok(())
-            }
-            Dns { servers, search } => {
-                let s: Vec<String> = servers.iter().map(|s| s.to_string()).collect();
-                write!(
-                    f,
-                    "DNS servers {}",
-                    if s.is_empty() {
-                        "none".into()
-                    } else {
-                        s.join(" ")
-                    }
-                )?;
-                if !search.is_empty() {
-                    write!(f, ", search {}", search.join(" "))?;
-                }
-                Ok(())
-            }
+            AddressApplied { .. } => self.fmt_address(f),
+            Dns { servers, search } => fmt_dns(f, servers, search),
             Hostname { name } => write!(f, "hostname set to {name}"),
             ClockStep { source, offset_ms } => {
                 write!(
@@ -228,6 +189,55 @@ impl fmt::Display for NetEvent {
             Warning { message } => write!(f, "warning: {message}"),
         }
     }
+}
+
+impl NetEvent {
+    /// `AddressApplied` as a line; other events write nothing.
+    fn fmt_address(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let NetEvent::AddressApplied {
+            ifname,
+            address,
+            prefix_len,
+            gateway,
+            routes,
+            mtu,
+            since_boot_ms,
+        } = self
+        else {
+            return Ok(());
+        };
+        write!(f, "{ifname}: address {address}/{prefix_len}")?;
+        if let Some(g) = gateway {
+            write!(f, " via {g}")?;
+        }
+        write!(f, ", {routes} route{}", if *routes == 1 { "" } else { "s" })?;
+        if let Some(m) = mtu {
+            write!(f, ", MTU {m}")?;
+        }
+        write!(
+            f,
+            " ({}.{:03} s after kernel start)",
+            since_boot_ms / 1000,
+            since_boot_ms % 1000
+        )
+    }
+}
+
+fn fmt_dns(f: &mut fmt::Formatter<'_>, servers: &[Ipv4Addr], search: &[String]) -> fmt::Result {
+    let s: Vec<String> = servers.iter().map(|s| s.to_string()).collect();
+    write!(
+        f,
+        "DNS servers {}",
+        if s.is_empty() {
+            "none".into()
+        } else {
+            s.join(" ")
+        }
+    )?;
+    if !search.is_empty() {
+        write!(f, ", search {}", search.join(" "))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -139,29 +139,14 @@ pub fn bring_up(cfg: &NetworkConfig, opts: &Options, emit: Emitter) -> anyhow::R
     if cfg.is_off() {
         return Ok(net);
     }
-    create_vlans(&mut nl, cfg, &*emit)?;
-    let links = ethernet_links(&mut nl, cfg)?;
-    if links.is_empty() {
-        bail!("no Ethernet interface found (is the NIC driver in the installer kernel?)");
-    }
-    for l in &links {
-        nl.set_up(l.index)?;
-    }
+    let links = links_up(&mut nl, cfg, &*emit)?;
     let with_carrier = wait_for_carrier(&mut nl, &links, cfg, opts, &*emit)?;
-    let preferred = preferred_link(&links, cfg);
-    if preferred.is_none() && (cfg.ifname.is_some() || cfg.boot_mac.is_some()) {
-        emit(NetEvent::Warning {
-            message: format!(
-                "no interface matches {}; using whichever NIC gets a lease first",
-                match (&cfg.ifname, cfg.boot_mac) {
-                    (Some(NicSelector::Name(n)), _) => format!("kiln.ifname={n}"),
-                    (Some(NicSelector::Mac(m)), _) => format!("kiln.ifname={m}"),
-                    (None, Some(m)) => format!("BOOTIF ({m})"),
-                    (None, None) => String::new(),
-                }
-            ),
-        });
-    }
+    let nics = Nics {
+        all: &links,
+        with_carrier: &with_carrier,
+        preferred: preferred_link(&links, cfg),
+    };
+    warn_unmatched(nics.preferred, cfg, &*emit);
 
     let params = if cfg.ip.is_empty() {
         vec![IpParam::Dhcp {
@@ -172,115 +157,31 @@ pub fn bring_up(cfg: &NetworkConfig, opts: &Options, emit: Emitter) -> anyhow::R
     } else {
         cfg.ip.clone()
     };
-    let mut hostname = None;
-    let mut ntp_from_net: Vec<Ipv4Addr> = Vec::new();
-    let mut dns = cfg.nameservers.clone();
-    let mut search = Vec::new();
+    let mut learned = Learned {
+        dns: cfg.nameservers.clone(),
+        ..Learned::default()
+    };
     for p in &params {
-        match p {
-            IpParam::Off => {}
-            IpParam::Static(s) => {
-                let link = match &s.device {
-                    Some(d) => links
-                        .iter()
-                        .find(|l| &l.name == d)
-                        .with_context(|| format!("ip=: no Ethernet interface named {d}"))?,
-                    None => preferred
-                        .or_else(|| with_carrier.first())
-                        .or(links.first())
-                        .context("ip=: no interface to configure")?,
-                };
-                let routes: Vec<_> = s
-                    .gateway
-                    .map(|g| dhcp::wire::ClasslessRoute {
-                        destination: Ipv4Addr::UNSPECIFIED,
-                        prefix_len: 0,
-                        gateway: g,
-                    })
-                    .into_iter()
-                    .collect();
-                apply_address(
-                    &mut nl,
-                    link,
-                    s.address,
-                    s.prefix_len,
-                    &routes,
-                    s.mtu,
-                    &*emit,
-                )?;
-                dns.extend(&s.dns);
-                ntp_from_net.extend(&s.ntp);
-                hostname = hostname.or(s.hostname.clone());
-                net.interfaces.push(Configured {
-                    ifname: link.name.clone(),
-                    address: s.address,
-                    prefix_len: s.prefix_len,
-                    gateway: s.gateway,
-                    lease: None,
-                });
-            }
+        let configured = match p {
+            IpParam::Off => continue,
+            IpParam::Static(s) => configure_static(&mut nl, &nics, s, &mut learned, &*emit)?,
             IpParam::Dhcp {
                 device,
                 mtu,
-                hostname: wanted_hostname,
+                hostname,
             } => {
-                let candidates: Vec<&Link> = match device {
-                    Some(d) => links.iter().filter(|l| &l.name == d).collect(),
-                    None => with_carrier.iter().collect(),
+                let dhcp = DhcpParam {
+                    device: device.as_deref(),
+                    mtu: *mtu,
+                    hostname: hostname.as_deref(),
                 };
-                if candidates.is_empty() {
-                    match device {
-                        Some(d) => bail!("ip={d}:dhcp: no Ethernet interface named {d}"),
-                        None => bail!("no network interface has a link (cable?) for DHCP"),
-                    }
-                }
-                // Prefer the named NIC only when it is racing (it has link).
-                let want = match device {
-                    Some(_) => None,
-                    None => preferred
-                        .filter(|p| candidates.iter().any(|c| c.index == p.index))
-                        .map(|l| l.name.clone()),
-                };
-                let lease = race_dhcp(&candidates, want.as_deref(), opts, &emit)?;
-                let link = links
-                    .iter()
-                    .find(|l| l.name == lease.ifname)
-                    .context("leased interface vanished")?;
-                let lease_mtu = mtu.or(lease.mtu.map(u32::from));
-                apply_address(
-                    &mut nl,
-                    link,
-                    lease.address,
-                    lease.prefix_len,
-                    &lease.routes(),
-                    lease_mtu,
-                    &*emit,
-                )?;
-                dns.extend(&lease.dns);
-                search.extend(lease.search_domains());
-                ntp_from_net.extend(&lease.ntp);
-                hostname = hostname
-                    .or(wanted_hostname.clone())
-                    .or(lease.hostname.clone());
-                if opts.renew && lease.lease_secs != u32::MAX {
-                    net.threads.push(spawn_renewer(
-                        link.clone(),
-                        lease.clone(),
-                        cfg.nameservers.clone(),
-                        opts.clone(),
-                        stop.clone(),
-                        emit.clone(),
-                    )?);
-                }
-                net.interfaces.push(Configured {
-                    ifname: link.name.clone(),
-                    address: lease.address,
-                    prefix_len: lease.prefix_len,
-                    gateway: lease.gateway(),
-                    lease: Some(lease),
-                });
+                let (configured, renewer) =
+                    configure_dhcp(&mut nl, &nics, &dhcp, cfg, opts, &stop, &emit, &mut learned)?;
+                net.threads.extend(renewer);
+                configured
             }
-        }
+        };
+        net.interfaces.push(configured);
     }
 
     if opts.watch_links {
@@ -292,25 +193,12 @@ pub fn bring_up(cfg: &NetworkConfig, opts: &Options, emit: Emitter) -> anyhow::R
             emit.clone(),
         )?);
     }
-    dedup(&mut dns);
-    dedup(&mut search);
-    resolv::write(&opts.root, &dns, &search)?;
-    emit(NetEvent::Dns {
-        servers: dns.iter().take(resolv::MAX_NAMESERVERS).copied().collect(),
-        search: search.clone(),
-    });
-    if let Some(h) = &hostname {
-        resolv::write_hostname(&opts.root, h)?;
-        if opts.set_hostname {
-            rustix::system::sethostname(h.as_bytes())
-                .with_context(|| format!("setting hostname {h}"))?;
-        }
-        emit(NetEvent::Hostname { name: h.clone() });
-    }
-    net.dns = dns;
-    net.search = search;
+    write_names(&mut learned, opts, &*emit)?;
+    net.dns = learned.dns;
+    net.search = learned.search;
     net.ntp = if cfg.ntp.is_empty() {
-        ntp_from_net
+        learned
+            .ntp
             .iter()
             .map(|a| NtpServer {
                 host: a.to_string(),
@@ -323,6 +211,212 @@ pub fn bring_up(cfg: &NetworkConfig, opts: &Options, emit: Emitter) -> anyhow::R
     net.clock_offset_nanos =
         clock::sync_and_step(&net.ntp, opts.ntp_timeout, opts.set_clock, &*emit);
     Ok(net)
+}
+
+/// The Ethernet links bring-up works with, and which of them matter.
+struct Nics<'a> {
+    all: &'a [Link],
+    with_carrier: &'a [Link],
+    /// The NIC `BOOTIF=`/`kiln.ifname=` names, if one matches.
+    preferred: Option<&'a Link>,
+}
+
+/// What the configured interfaces contribute to resolv.conf, the hostname and NTP.
+#[derive(Default)]
+struct Learned {
+    hostname: Option<String>,
+    ntp: Vec<Ipv4Addr>,
+    dns: Vec<Ipv4Addr>,
+    search: Vec<String>,
+}
+
+/// An `ip=…:dhcp` parameter, borrowed.
+struct DhcpParam<'a> {
+    device: Option<&'a str>,
+    mtu: Option<u32>,
+    hostname: Option<&'a str>,
+}
+
+/// VLANs from `vlan=`, then every Ethernet link up.
+fn links_up(
+    nl: &mut Netlink,
+    cfg: &NetworkConfig,
+    emit: &dyn Fn(NetEvent),
+) -> anyhow::Result<Vec<Link>> {
+    create_vlans(nl, cfg, emit)?;
+    let links = ethernet_links(nl, cfg)?;
+    if links.is_empty() {
+        bail!("no Ethernet interface found (is the NIC driver in the installer kernel?)");
+    }
+    for l in &links {
+        nl.set_up(l.index)?;
+    }
+    Ok(links)
+}
+
+/// A warning when `kiln.ifname=` or `BOOTIF=` names no interface.
+fn warn_unmatched(preferred: Option<&Link>, cfg: &NetworkConfig, emit: &dyn Fn(NetEvent)) {
+    if preferred.is_some() || (cfg.ifname.is_none() && cfg.boot_mac.is_none()) {
+        return;
+    }
+    emit(NetEvent::Warning {
+        message: format!(
+            "no interface matches {}; using whichever NIC gets a lease first",
+            match (&cfg.ifname, cfg.boot_mac) {
+                (Some(NicSelector::Name(n)), _) => format!("kiln.ifname={n}"),
+                (Some(NicSelector::Mac(m)), _) => format!("kiln.ifname={m}"),
+                (None, Some(m)) => format!("BOOTIF ({m})"),
+                (None, None) => String::new(),
+            }
+        ),
+    });
+}
+
+/// A static `ip=`: on the named device, else the preferred NIC, else the first with link.
+fn configure_static(
+    nl: &mut Netlink,
+    nics: &Nics,
+    s: &StaticIp,
+    learned: &mut Learned,
+    emit: &dyn Fn(NetEvent),
+) -> anyhow::Result<Configured> {
+    let link = match &s.device {
+        Some(d) => nics
+            .all
+            .iter()
+            .find(|l| &l.name == d)
+            .with_context(|| format!("ip=: no Ethernet interface named {d}"))?,
+        None => nics
+            .preferred
+            .or_else(|| nics.with_carrier.first())
+            .or(nics.all.first())
+            .context("ip=: no interface to configure")?,
+    };
+    let routes: Vec<_> = s
+        .gateway
+        .map(|g| dhcp::wire::ClasslessRoute {
+            destination: Ipv4Addr::UNSPECIFIED,
+            prefix_len: 0,
+            gateway: g,
+        })
+        .into_iter()
+        .collect();
+    apply_address(nl, link, s.address, s.prefix_len, &routes, s.mtu, emit)?;
+    learned.dns.extend(&s.dns);
+    learned.ntp.extend(&s.ntp);
+    learned.hostname = learned.hostname.take().or(s.hostname.clone());
+    Ok(Configured {
+        ifname: link.name.clone(),
+        address: s.address,
+        prefix_len: s.prefix_len,
+        gateway: s.gateway,
+        lease: None,
+    })
+}
+
+/// DHCP on the named device, or raced on every NIC with link; the lease applied, and its
+/// renewal thread (unless renewal is off or the lease is infinite).
+#[allow(clippy::too_many_arguments)]
+fn configure_dhcp(
+    nl: &mut Netlink,
+    nics: &Nics,
+    p: &DhcpParam,
+    cfg: &NetworkConfig,
+    opts: &Options,
+    stop: &Arc<AtomicBool>,
+    emit: &Emitter,
+    learned: &mut Learned,
+) -> anyhow::Result<(Configured, Option<JoinHandle<()>>)> {
+    let candidates: Vec<&Link> = match p.device {
+        Some(d) => nics.all.iter().filter(|l| l.name == d).collect(),
+        None => nics.with_carrier.iter().collect(),
+    };
+    if candidates.is_empty() {
+        match p.device {
+            Some(d) => bail!("ip={d}:dhcp: no Ethernet interface named {d}"),
+            None => bail!("no network interface has a link (cable?) for DHCP"),
+        }
+    }
+    // Prefer the named NIC only when it is racing (it has link).
+    let want = match p.device {
+        Some(_) => None,
+        None => nics
+            .preferred
+            .filter(|p| candidates.iter().any(|c| c.index == p.index))
+            .map(|l| l.name.clone()),
+    };
+    let lease = race_dhcp(&candidates, want.as_deref(), opts, emit)?;
+    let link = nics
+        .all
+        .iter()
+        .find(|l| l.name == lease.ifname)
+        .context("leased interface vanished")?;
+    let lease_mtu = p.mtu.or(lease.mtu.map(u32::from));
+    apply_address(
+        nl,
+        link,
+        lease.address,
+        lease.prefix_len,
+        &lease.routes(),
+        lease_mtu,
+        &**emit,
+    )?;
+    learned.dns.extend(&lease.dns);
+    learned.search.extend(lease.search_domains());
+    learned.ntp.extend(&lease.ntp);
+    learned.hostname = learned
+        .hostname
+        .take()
+        .or(p.hostname.map(str::to_string))
+        .or(lease.hostname.clone());
+    let mut renewer = None;
+    if opts.renew && lease.lease_secs != u32::MAX {
+        renewer = Some(spawn_renewer(
+            link.clone(),
+            lease.clone(),
+            cfg.nameservers.clone(),
+            opts.clone(),
+            stop.clone(),
+            emit.clone(),
+        )?);
+    }
+    let configured = Configured {
+        ifname: link.name.clone(),
+        address: lease.address,
+        prefix_len: lease.prefix_len,
+        gateway: lease.gateway(),
+        lease: Some(lease),
+    };
+    Ok((configured, renewer))
+}
+
+/// `/etc/resolv.conf` and the hostname (file, and the kernel's unless turned off).
+fn write_names(
+    learned: &mut Learned,
+    opts: &Options,
+    emit: &dyn Fn(NetEvent),
+) -> anyhow::Result<()> {
+    dedup(&mut learned.dns);
+    dedup(&mut learned.search);
+    resolv::write(&opts.root, &learned.dns, &learned.search)?;
+    emit(NetEvent::Dns {
+        servers: learned
+            .dns
+            .iter()
+            .take(resolv::MAX_NAMESERVERS)
+            .copied()
+            .collect(),
+        search: learned.search.clone(),
+    });
+    if let Some(h) = &learned.hostname {
+        resolv::write_hostname(&opts.root, h)?;
+        if opts.set_hostname {
+            rustix::system::sethostname(h.as_bytes())
+                .with_context(|| format!("setting hostname {h}"))?;
+        }
+        emit(NetEvent::Hostname { name: h.clone() });
+    }
+    Ok(())
 }
 
 fn dedup<T: PartialEq + Clone>(v: &mut Vec<T>) {

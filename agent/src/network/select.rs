@@ -111,6 +111,34 @@ impl<T> Cancellable<T> {
     }
 }
 
+/// A lease and the link-layer address its ACK came from.
+type Got = (Lease, Option<[u8; 6]>);
+
+/// DHCP on one link until a lease, the deadline, or `cancel`.
+fn dhcp_on(
+    link: &Link,
+    cancel: Arc<AtomicBool>,
+    timing: &dhcp::Timing,
+    deadline: Instant,
+    emit: &dyn Fn(NetEvent),
+) -> anyhow::Result<Got> {
+    let mac = link
+        .mac
+        .with_context(|| format!("{} has no MAC address", link.name))?;
+    let sock = dhcp::socket::PacketTransport::open(link.index)
+        .with_context(|| format!("{}: opening DHCP socket", link.name))?;
+    let mut t = Cancellable {
+        inner: sock,
+        cancel,
+    };
+    let client = dhcp::Client {
+        ifname: link.name.clone(),
+        mac: mac.0,
+    };
+    let lease = dhcp::acquire(&mut t, &client, timing, deadline, emit)?;
+    Ok((lease, t.inner.last_peer_mac()))
+}
+
 /// DHCP on every candidate at once; returns the preferred NIC's lease, or the first lease
 /// when no NIC is preferred (or the preferred one gets none). Leases got but not used are
 /// released (DHCPRELEASE), so a machine with four cabled NICs does not hold four addresses.
@@ -120,8 +148,6 @@ pub(super) fn race_dhcp(
     opts: &Options,
     emit: &Emitter,
 ) -> anyhow::Result<Lease> {
-    /// A lease and the link-layer address its ACK came from.
-    type Got = (Lease, Option<[u8; 6]>);
     let cancel = Arc::new(AtomicBool::new(false));
     let deadline = Instant::now() + opts.dhcp_timeout;
     let (tx, rx) = mpsc::channel::<(String, anyhow::Result<Got>)>();
@@ -134,23 +160,7 @@ pub(super) fn race_dhcp(
             std::thread::Builder::new()
                 .name(format!("dhcp-{}", link.name))
                 .spawn(move || {
-                    let r = (|| {
-                        let mac = link
-                            .mac
-                            .with_context(|| format!("{} has no MAC address", link.name))?;
-                        let sock = dhcp::socket::PacketTransport::open(link.index)
-                            .with_context(|| format!("{}: opening DHCP socket", link.name))?;
-                        let mut t = Cancellable {
-                            inner: sock,
-                            cancel,
-                        };
-                        let client = dhcp::Client {
-                            ifname: link.name.clone(),
-                            mac: mac.0,
-                        };
-                        let lease = dhcp::acquire(&mut t, &client, &timing, deadline, &*emit)?;
-                        Ok((lease, t.inner.last_peer_mac()))
-                    })();
+                    let r = dhcp_on(&link, cancel, &timing, deadline, &*emit);
                     let _ = tx.send((link.name.clone(), r));
                 })?,
         );

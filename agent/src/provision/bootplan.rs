@@ -317,7 +317,7 @@ pub fn boot_plan(
             "kexec {} ({}) with: {}",
             plan.kernel.display(),
             plan.source,
-            crate::kexec::redact(&plan.cmdline)
+            crate::cmdline::redact(&plan.cmdline)
         ),
     ));
     Ok(plan)

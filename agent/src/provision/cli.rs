@@ -146,23 +146,23 @@ fn open_source(a: &Args, sink: &Sink) -> Result<Source> {
         sink(Event::msg(
             Phase::Inventory,
             format!(
-                "image {}: {} layers, layer 0 {:?}, root {:?}, {}{}{}",
+                "image {}: {} layers, layer 0 {}, root {}, {}{}{}",
                 image.reference,
                 image.layers.len(),
-                image.layer0,
-                image.settings.root_partition,
+                layer0_form(&image.layer0),
+                root_partition(&image.settings.root_partition),
                 image.settings.filesystem,
                 image
                     .settings
                     .label
                     .as_deref()
-                    .map(|l| format!(" label {l:?}"))
+                    .map(|l| format!(" label \"{l}\""))
                     .unwrap_or_default(),
                 image
                     .settings
                     .kernel_args
                     .as_deref()
-                    .map(|k| format!(", kernel args {k:?}"))
+                    .map(|k| format!(", kernel args '{k}'"))
                     .unwrap_or_default(),
             ),
         ));
@@ -223,13 +223,35 @@ fn open_source(a: &Args, sink: &Sink) -> Result<Source> {
     })
 }
 
+/// How layer 0 is stored, in words.
+fn layer0_form(form: &kiln_oci::format::Layer0Form) -> &'static str {
+    match form {
+        kiln_oci::format::Layer0Form::RawDisk => "a raw disk blob",
+        kiln_oci::format::Layer0Form::TarWithOneFile => "a tar holding the disk",
+    }
+}
+
+/// The image's root partition setting, in words.
+fn root_partition(root: &kiln_oci::format::RootPartition) -> String {
+    match root {
+        kiln_oci::format::RootPartition::Name(n) => format!("partition named \"{n}\""),
+        kiln_oci::format::RootPartition::Number(n) => format!("partition {n}"),
+        kiln_oci::format::RootPartition::Default => "the DPS root (else the last partition)".into(),
+    }
+}
+
 /// Entry point of `kiln-agent provision ...`.
 pub fn cli(args: &[String]) -> Result<()> {
     let a = parse(args)?;
     let json = a.json;
+    // --json: the versioned records every other event stream carries, one per line.
+    let reporter = Arc::new(crate::events::Reporter::new());
+    reporter.add_sink(Box::new(crate::ui::plain::JsonSink::new(Box::new(
+        std::io::stdout(),
+    ))));
     let sink: Sink = Arc::new(move |e: Event| {
         if json {
-            println!("{}", serde_json::to_string(&e).unwrap_or_default());
+            reporter.emit(crate::events::Event::Provision { detail: e });
         } else {
             eprintln!("{e}");
         }
@@ -364,15 +386,21 @@ pub fn cli(args: &[String]) -> Result<()> {
         println!("{}", serde_json::to_string(&out)?);
     } else {
         eprintln!(
-            "done: {} written ({:.1} s), root partition {} PARTUUID {}, {} layers; kexec {} {:?} '{}'",
+            "done: {} written ({:.1} s), root partition {} PARTUUID {}, {} layers; kexec {} {} '{}'",
             super::events::human_bytes(out.layer0.bytes),
             out.layer0.seconds,
             out.partition.number,
             out.partition.partuuid,
             out.layers.len(),
             out.plan.kernel.display(),
-            out.plan.initrd,
-            crate::kexec::redact(&out.plan.cmdline)
+            out.plan
+                .initrd
+                .as_deref()
+                .map_or("(no initrd)".to_string(), |i| format!(
+                    "initrd {}",
+                    i.display()
+                )),
+            crate::cmdline::redact(&out.plan.cmdline)
         );
     }
     if a.kexec {

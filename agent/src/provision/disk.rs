@@ -362,106 +362,128 @@ pub fn inventory(src: &Sources) -> Result<Vec<Disk>> {
             block.display()
         );
     }
-    let mounts = parse_mountinfo(src.mountinfo);
-    let swaps = parse_swaps(src.swaps);
-    let by_id = read_links(&src.dev.join("disk/by-id"));
-    let by_path = read_links(&src.dev.join("disk/by-path"));
+    let system = System {
+        mounts: parse_mountinfo(src.mountinfo),
+        swaps: parse_swaps(src.swaps),
+        by_id: read_links(&src.dev.join("disk/by-id")),
+        by_path: read_links(&src.dev.join("disk/by-path")),
+    };
     let mut disks = Vec::new();
     for name in names {
-        let b = block.join(&name);
-        let Some(sectors) = read_u64(&b.join("size")) else {
-            continue;
-        };
-        // Unattached loop devices and empty card readers have size 0: not disks.
-        if sectors == 0 {
-            continue;
+        if let Some(disk) = read_disk(src, &system, &block.join(&name), name) {
+            disks.push(disk);
         }
-        let link = fs::read_link(&b)
-            .map(|p| p.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let transport = transport_of(&name, &link);
-        let dev = read_trim(&b.join("dev")).unwrap_or_default();
-        let serial = read_trim(&b.join("device/serial"))
-            .or_else(|| read_trim(&b.join("serial")))
-            .or_else(|| {
-                fs::read(b.join("device/vpd_pg80"))
-                    .ok()
-                    .and_then(|v| parse_vpd_pg80(&v))
-            });
-        let wwn = read_trim(&b.join("wwid")).or_else(|| read_trim(&b.join("device/wwid")));
-        let mut holders = list_dir(&b.join("holders"));
-        let mut partitions = Vec::new();
-        for sub in list_dir(&b) {
-            let p = b.join(&sub);
-            if p.join("partition").exists() {
-                let ph = list_dir(&p.join("holders"));
-                holders.extend(ph.iter().cloned());
-                partitions.push(Partition {
-                    name: sub,
-                    dev: read_trim(&p.join("dev")).unwrap_or_default(),
-                    holders: ph,
-                });
-            }
-        }
-        let mut devs: Vec<(String, String)> = vec![(name.clone(), dev.clone())];
-        devs.extend(partitions.iter().map(|p| (p.name.clone(), p.dev.clone())));
-        let mut dmounts = Vec::new();
-        for m in &mounts {
-            for (n, d) in &devs {
-                if (!d.is_empty() && &m.dev == d) || m.source == format!("/dev/{n}") {
-                    dmounts.push(format!("/dev/{n} on {}", m.target));
-                }
-            }
-        }
-        let dswaps: Vec<String> = swaps
-            .iter()
-            .filter(|s| devs.iter().any(|(n, _)| s.as_str() == format!("/dev/{n}")))
-            .cloned()
-            .collect();
-        let mut disk = Disk {
-            path: src.dev.join(&name),
-            dev,
-            size: sectors * 512,
-            logical_sector: read_u64(&b.join("queue/logical_block_size")).unwrap_or(512) as u32,
-            physical_sector: read_u64(&b.join("queue/physical_block_size")).unwrap_or(512) as u32,
-            model: read_trim(&b.join("device/model")),
-            vendor: read_trim(&b.join("device/vendor")),
-            serial,
-            wwn,
-            by_id: Vec::new(),
-            by_path: Vec::new(),
-            transport,
-            rotational: read_u64(&b.join("queue/rotational")) == Some(1),
-            removable: read_u64(&b.join("removable")) == Some(1),
-            read_only: read_u64(&b.join("ro")) == Some(1),
-            holders,
-            partitions,
-            mounts: dmounts,
-            swaps: dswaps,
-            iso_volume_id: read_iso_volume_id(&src.dev.join(&name)),
-            name,
-        };
-        disk.by_id = match &by_id {
-            Some(m) => m
-                .iter()
-                .filter(|(_, t)| **t == disk.name)
-                .map(|(k, _)| k.clone())
-                .collect(),
-            None => compute_by_id(&disk),
-        };
-        disk.by_path = match &by_path {
-            Some(m) => m
-                .iter()
-                .filter(|(_, t)| **t == disk.name)
-                .map(|(k, _)| k.clone())
-                .collect(),
-            None => compute_by_path(&disk.name, &link, transport, read_u64(&b.join("nsid")))
-                .into_iter()
-                .collect(),
-        };
-        disks.push(disk);
     }
     Ok(disks)
+}
+
+/// What the inventory reads once for all disks: mounts, swaps and the udev links.
+struct System {
+    mounts: Vec<Mount>,
+    swaps: Vec<String>,
+    by_id: Option<BTreeMap<String, String>>,
+    by_path: Option<BTreeMap<String, String>>,
+}
+
+/// The disk at sysfs directory `b`; None when it has no size (unattached loop devices and
+/// empty card readers are not disks).
+fn read_disk(src: &Sources, system: &System, b: &Path, name: String) -> Option<Disk> {
+    let sectors = read_u64(&b.join("size")).filter(|s| *s != 0)?;
+    let link = fs::read_link(b)
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let transport = transport_of(&name, &link);
+    let dev = read_trim(&b.join("dev")).unwrap_or_default();
+    let serial = read_trim(&b.join("device/serial"))
+        .or_else(|| read_trim(&b.join("serial")))
+        .or_else(|| {
+            fs::read(b.join("device/vpd_pg80"))
+                .ok()
+                .and_then(|v| parse_vpd_pg80(&v))
+        });
+    let wwn = read_trim(&b.join("wwid")).or_else(|| read_trim(&b.join("device/wwid")));
+    let mut holders = list_dir(&b.join("holders"));
+    let partitions = read_partitions(b, &mut holders);
+    let mut devs: Vec<(String, String)> = vec![(name.clone(), dev.clone())];
+    devs.extend(partitions.iter().map(|p| (p.name.clone(), p.dev.clone())));
+    let (mounts, swaps) = uses(system, &devs);
+    let mut disk = Disk {
+        path: src.dev.join(&name),
+        dev,
+        size: sectors * 512,
+        logical_sector: read_u64(&b.join("queue/logical_block_size")).unwrap_or(512) as u32,
+        physical_sector: read_u64(&b.join("queue/physical_block_size")).unwrap_or(512) as u32,
+        model: read_trim(&b.join("device/model")),
+        vendor: read_trim(&b.join("device/vendor")),
+        serial,
+        wwn,
+        by_id: Vec::new(),
+        by_path: Vec::new(),
+        transport,
+        rotational: read_u64(&b.join("queue/rotational")) == Some(1),
+        removable: read_u64(&b.join("removable")) == Some(1),
+        read_only: read_u64(&b.join("ro")) == Some(1),
+        holders,
+        partitions,
+        mounts,
+        swaps,
+        iso_volume_id: read_iso_volume_id(&src.dev.join(&name)),
+        name,
+    };
+    let links_to = |m: &BTreeMap<String, String>| -> Vec<String> {
+        m.iter()
+            .filter(|(_, t)| **t == disk.name)
+            .map(|(k, _)| k.clone())
+            .collect()
+    };
+    disk.by_id = match &system.by_id {
+        Some(m) => links_to(m),
+        None => compute_by_id(&disk),
+    };
+    disk.by_path = match &system.by_path {
+        Some(m) => links_to(m),
+        None => compute_by_path(&disk.name, &link, transport, read_u64(&b.join("nsid")))
+            .into_iter()
+            .collect(),
+    };
+    Some(disk)
+}
+
+/// The partitions of the disk at `b`; their holders are added to the disk's.
+fn read_partitions(b: &Path, holders: &mut Vec<String>) -> Vec<Partition> {
+    let mut partitions = Vec::new();
+    for sub in list_dir(b) {
+        let p = b.join(&sub);
+        if p.join("partition").exists() {
+            let ph = list_dir(&p.join("holders"));
+            holders.extend(ph.iter().cloned());
+            partitions.push(Partition {
+                name: sub,
+                dev: read_trim(&p.join("dev")).unwrap_or_default(),
+                holders: ph,
+            });
+        }
+    }
+    partitions
+}
+
+/// Mounts ("/dev/X on /target") and swaps on any of `devs` (kernel name, major:minor).
+fn uses(system: &System, devs: &[(String, String)]) -> (Vec<String>, Vec<String>) {
+    let mut mounts = Vec::new();
+    for m in &system.mounts {
+        for (n, d) in devs {
+            if (!d.is_empty() && &m.dev == d) || m.source == format!("/dev/{n}") {
+                mounts.push(format!("/dev/{n} on {}", m.target));
+            }
+        }
+    }
+    let swaps = system
+        .swaps
+        .iter()
+        .filter(|s| devs.iter().any(|(n, _)| s.as_str() == format!("/dev/{n}")))
+        .cloned()
+        .collect();
+    (mounts, swaps)
 }
 
 /// Kernel name of partition `number` of disk `disk` (`sda`+2 = `sda2`, `nvme0n1`+2 = `nvme0n1p2`).

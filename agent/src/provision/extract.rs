@@ -192,6 +192,61 @@ fn apply_entry<R: Read>(
 ) -> Result<()> {
     let hdr = entry.header().clone();
     let etype = hdr.entry_type();
+    let meta = read_meta(entry, &hdr)?;
+    if matches!(
+        etype,
+        EntryType::XHeader
+            | EntryType::XGlobalHeader
+            | EntryType::GNULongName
+            | EntryType::GNULongLink
+    ) {
+        return Ok(());
+    }
+    if apply_whiteout(rel, root, upper, report)? {
+        return Ok(());
+    }
+    if rel.is_root() {
+        if etype.is_dir() {
+            let fd = root.open_at(rel, OFlags::RDONLY | OFlags::DIRECTORY, 0)?;
+            set_meta_fd(&fd, &meta, opts)?;
+            dir_times.push((rel.clone(), meta.mtime));
+        }
+        return Ok(());
+    }
+
+    let (dir, name) = root.parent(rel, true)?;
+    let existing = Root::kind(&dir, name)?;
+    upper.insert(rel.clone());
+    let at = At { dir: &dir, name };
+
+    if etype.is_dir() {
+        apply_dir(&at, existing, &meta, opts)?;
+        dir_times.push((rel.clone(), meta.mtime));
+    } else if etype.is_hard_link() {
+        if !apply_hardlink(entry, rel, root, &at, existing)? {
+            return Ok(());
+        }
+    } else {
+        if existing.is_some() {
+            Root::remove_all_at(&dir, name).context("replacing the existing entry")?;
+        }
+        match etype {
+            EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
+                report.bytes += apply_file(entry, &at, &meta, opts)?;
+            }
+            EntryType::Symlink => apply_symlink(entry, &at, &meta, opts)?,
+            EntryType::Char | EntryType::Block | EntryType::Fifo => {
+                apply_node(&hdr, &at, &meta, opts)?
+            }
+            other => bail!("unsupported tar entry type {other:?}"),
+        }
+    }
+    report.entries += 1;
+    Ok(())
+}
+
+/// The entry's owner, mode, mtime and xattrs: the ustar header, then PAX records over it.
+fn read_meta<R: Read>(entry: &mut tar::Entry<R>, hdr: &tar::Header) -> Result<Meta> {
     let mut meta = Meta {
         mode: numeric(hdr.mode().map(u64::from), &hdr.as_old().mode).context("bad mode")? as u32
             & 0o7777,
@@ -203,234 +258,239 @@ fn apply_entry<R: Read>(
         },
         xattrs: Vec::new(),
     };
-    if let Some(exts) = entry.pax_extensions().context("bad PAX header")? {
-        for ext in exts {
-            let ext = ext.context("bad PAX record")?;
-            let key = ext.key().context("PAX key is not UTF-8")?;
-            let val = ext.value_bytes();
-            if let Some(name) = key.strip_prefix("SCHILY.xattr.") {
-                meta.xattrs.push((name.to_string(), val.to_vec()));
-            } else if key == "uid" {
-                meta.uid = std::str::from_utf8(val)
-                    .ok()
-                    .and_then(|v| v.parse().ok())
-                    .context("bad PAX uid")?;
-            } else if key == "gid" {
-                meta.gid = std::str::from_utf8(val)
-                    .ok()
-                    .and_then(|v| v.parse().ok())
-                    .context("bad PAX gid")?;
-            } else if key == "mtime" {
-                meta.mtime = std::str::from_utf8(val)
-                    .ok()
-                    .and_then(parse_mtime)
-                    .context("bad PAX mtime")?;
-            }
+    let Some(exts) = entry.pax_extensions().context("bad PAX header")? else {
+        return Ok(meta);
+    };
+    for ext in exts {
+        let ext = ext.context("bad PAX record")?;
+        let key = ext.key().context("PAX key is not UTF-8")?;
+        let val = ext.value_bytes();
+        let text = std::str::from_utf8(val).ok();
+        if let Some(name) = key.strip_prefix("SCHILY.xattr.") {
+            meta.xattrs.push((name.to_string(), val.to_vec()));
+        } else if key == "uid" {
+            meta.uid = text.and_then(|v| v.parse().ok()).context("bad PAX uid")?;
+        } else if key == "gid" {
+            meta.gid = text.and_then(|v| v.parse().ok()).context("bad PAX gid")?;
+        } else if key == "mtime" {
+            meta.mtime = text.and_then(parse_mtime).context("bad PAX mtime")?;
         }
     }
-    if matches!(
-        etype,
-        EntryType::XHeader
-            | EntryType::XGlobalHeader
-            | EntryType::GNULongName
-            | EntryType::GNULongLink
-    ) {
-        return Ok(());
+    Ok(meta)
+}
+
+/// Applies `rel` if it is a whiteout (opaque directory marker, or `.wh.NAME`); true if it was.
+fn apply_whiteout(
+    rel: &RelPath,
+    root: &Root,
+    upper: &mut HashSet<RelPath>,
+    report: &mut LayerReport,
+) -> Result<bool> {
+    let Some((parent, name)) = rel.split() else {
+        return Ok(false);
+    };
+    if name == b".wh..wh..opq" {
+        root.mkdir_all(&parent, 0o755)?;
+        opaque(root, &parent, upper)?;
+        report.opaque += 1;
+        return Ok(true);
+    }
+    if name.starts_with(b".wh..wh.") {
+        return Ok(true);
+    }
+    let Some(victim) = name.strip_prefix(b".wh.") else {
+        return Ok(false);
+    };
+    if victim.is_empty() || victim == b"." || victim == b".." {
+        bail!("invalid whiteout");
+    }
+    if let Ok(dir) = root.dir(&parent) {
+        Root::remove_all_at(&dir, victim)
+            .with_context(|| format!("removing whited-out {}", parent.join(victim)))?;
+    }
+    report.whiteouts += 1;
+    Ok(true)
+}
+
+/// Where an entry goes: its parent directory and its name there.
+struct At<'a> {
+    dir: &'a OwnedFd,
+    name: &'a [u8],
+}
+
+impl At<'_> {
+    fn n(&self) -> &OsStr {
+        OsStr::from_bytes(self.name)
     }
 
-    // Whiteouts.
-    if let Some((parent, name)) = rel.split() {
-        if name == b".wh..wh..opq" {
-            let dir = root.mkdir_all(&parent, 0o755)?;
-            let _ = dir;
-            opaque(root, &parent, upper)?;
-            report.opaque += 1;
-            return Ok(());
+    /// Owner (if preserved) of the entry itself, not following a symlink.
+    fn chown(&self, meta: &Meta, opts: &Options) -> Result<()> {
+        if opts.preserve_owner {
+            rustix::fs::chownat(
+                self.dir,
+                self.n(),
+                Some(uid(meta.uid)),
+                Some(gid(meta.gid)),
+                AtFlags::SYMLINK_NOFOLLOW,
+            )
+            .context("chown")?;
         }
-        if name.starts_with(b".wh..wh.") {
-            return Ok(());
-        }
-        if let Some(victim) = name.strip_prefix(b".wh.") {
-            if victim.is_empty() || victim == b"." || victim == b".." {
-                bail!("invalid whiteout");
-            }
-            if let Ok(dir) = root.dir(&parent) {
-                Root::remove_all_at(&dir, victim)
-                    .with_context(|| format!("removing whited-out {}", parent.join(victim)))?;
-            }
-            report.whiteouts += 1;
-            return Ok(());
-        }
+        Ok(())
     }
 
-    if rel.is_root() {
-        if etype.is_dir() {
-            let fd = root.open_at(rel, OFlags::RDONLY | OFlags::DIRECTORY, 0)?;
-            set_meta_fd(&fd, &meta, opts)?;
-            dir_times.push((rel.clone(), meta.mtime));
+    /// Xattrs of the entry itself through /proc (no fd can be opened on a symlink or node).
+    fn set_xattrs(&self, meta: &Meta, what: &str) -> Result<()> {
+        for (k, v) in &meta.xattrs {
+            let p = format!(
+                "/proc/self/fd/{}/{}",
+                std::os::fd::AsRawFd::as_raw_fd(self.dir),
+                String::from_utf8_lossy(self.name)
+            );
+            rustix::fs::lsetxattr(p.as_str(), k.as_str(), v, rustix::fs::XattrFlags::empty())
+                .with_context(|| format!("setting xattr {k}{what}"))?;
         }
-        return Ok(());
+        Ok(())
     }
 
-    let (dir, name) = root.parent(rel, true)?;
-    let n = OsStr::from_bytes(name);
-    let existing = Root::kind(&dir, name)?;
-    upper.insert(rel.clone());
-
-    if etype.is_dir() {
-        match existing {
-            Some(FileType::Directory) => {}
-            Some(_) => {
-                Root::remove_all_at(&dir, name)?;
-                rustix::fs::mkdirat(&dir, n, Mode::from_raw_mode(0o700)).context("mkdir")?;
-            }
-            None => rustix::fs::mkdirat(&dir, n, Mode::from_raw_mode(0o700)).context("mkdir")?,
-        }
-        let fd = rustix::fs::openat(
-            &dir,
-            n,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .context("opening the directory")?;
-        set_meta_fd(&fd, &meta, opts)?;
-        dir_times.push((rel.clone(), meta.mtime));
-        report.entries += 1;
-        return Ok(());
+    fn set_mtime(&self, meta: &Meta) -> Result<()> {
+        rustix::fs::utimensat(
+            self.dir,
+            self.n(),
+            &Timestamps {
+                last_access: meta.mtime,
+                last_modification: meta.mtime,
+            },
+            AtFlags::SYMLINK_NOFOLLOW,
+        )?;
+        Ok(())
     }
+}
 
-    if etype.is_hard_link() {
-        let target_raw = entry
-            .link_name_bytes()
-            .context("hardlink without target")?
-            .into_owned();
-        let target = RelPath::new(&target_raw).context("hardlink target")?;
-        if target == *rel {
-            return Ok(());
+/// A directory: kept if one is there (its content merges), else created; mtime set at the end.
+fn apply_dir(at: &At, existing: Option<FileType>, meta: &Meta, opts: &Options) -> Result<()> {
+    let (dir, name, n) = (at.dir, at.name, at.n());
+    match existing {
+        Some(FileType::Directory) => {}
+        Some(_) => {
+            Root::remove_all_at(dir, name)?;
+            rustix::fs::mkdirat(dir, n, Mode::from_raw_mode(0o700)).context("mkdir")?;
         }
-        let (tdir, tname) = root
-            .parent(&target, false)
-            .with_context(|| format!("hardlink target {target}"))?;
-        if existing.is_some() {
-            Root::remove_all_at(&dir, name)?;
-        }
-        rustix::fs::linkat(&tdir, OsStr::from_bytes(tname), &dir, n, AtFlags::empty())
-            .with_context(|| format!("hardlinking to {target}"))?;
-        report.entries += 1;
-        return Ok(());
+        None => rustix::fs::mkdirat(dir, n, Mode::from_raw_mode(0o700)).context("mkdir")?,
     }
+    let fd = rustix::fs::openat(
+        dir,
+        n,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .context("opening the directory")?;
+    set_meta_fd(&fd, meta, opts)
+}
 
+/// A hard link to an entry already extracted; false if it links to itself (skipped).
+fn apply_hardlink<R: Read>(
+    entry: &tar::Entry<R>,
+    rel: &RelPath,
+    root: &Root,
+    at: &At,
+    existing: Option<FileType>,
+) -> Result<bool> {
+    let target_raw = entry
+        .link_name_bytes()
+        .context("hardlink without target")?
+        .into_owned();
+    let target = RelPath::new(&target_raw).context("hardlink target")?;
+    if target == *rel {
+        return Ok(false);
+    }
+    let (tdir, tname) = root
+        .parent(&target, false)
+        .with_context(|| format!("hardlink target {target}"))?;
     if existing.is_some() {
-        Root::remove_all_at(&dir, name).context("replacing the existing entry")?;
+        Root::remove_all_at(at.dir, at.name)?;
     }
-    match etype {
-        EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
-            let fd = rustix::fs::openat(
-                &dir,
-                n,
-                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                Mode::from_raw_mode(0o600),
-            )
-            .context("creating the file")?;
-            let mut f = std::fs::File::from(fd);
-            let copied = io::copy(entry, &mut f).context("writing the file content")?;
-            report.bytes += copied;
-            let fd = OwnedFd::from(f);
-            set_meta_fd(&fd, &meta, opts)?;
-            rustix::fs::futimens(
-                &fd,
-                &Timestamps {
-                    last_access: meta.mtime,
-                    last_modification: meta.mtime,
-                },
-            )?;
-        }
-        EntryType::Symlink => {
-            let target = entry
-                .link_name_bytes()
-                .context("symlink without target")?
-                .into_owned();
-            rustix::fs::symlinkat(OsStr::from_bytes(&target), &dir, n)
-                .context("creating the symlink")?;
-            if opts.preserve_owner {
-                rustix::fs::chownat(
-                    &dir,
-                    n,
-                    Some(uid(meta.uid)),
-                    Some(gid(meta.gid)),
-                    AtFlags::SYMLINK_NOFOLLOW,
-                )
-                .context("chown of the symlink")?;
-            }
-            for (k, v) in &meta.xattrs {
-                let p = format!(
-                    "/proc/self/fd/{}/{}",
-                    std::os::fd::AsRawFd::as_raw_fd(&dir),
-                    String::from_utf8_lossy(name)
-                );
-                rustix::fs::lsetxattr(p.as_str(), k.as_str(), v, rustix::fs::XattrFlags::empty())
-                    .with_context(|| format!("setting xattr {k} on the symlink"))?;
-            }
-            rustix::fs::utimensat(
-                &dir,
-                n,
-                &Timestamps {
-                    last_access: meta.mtime,
-                    last_modification: meta.mtime,
-                },
-                AtFlags::SYMLINK_NOFOLLOW,
-            )?;
-        }
-        EntryType::Char | EntryType::Block | EntryType::Fifo => {
-            let ft = match etype {
-                EntryType::Char => FileType::CharacterDevice,
-                EntryType::Block => FileType::BlockDevice,
-                _ => FileType::Fifo,
-            };
-            let major = hdr.device_major().ok().flatten().unwrap_or(0);
-            let minor = hdr.device_minor().ok().flatten().unwrap_or(0);
-            rustix::fs::mknodat(
-                &dir,
-                n,
-                ft,
-                Mode::from_raw_mode(0o600),
-                rustix::fs::makedev(major, minor),
-            )
-            .context("creating the device node or FIFO")?;
-            // O_PATH is enough for fchown/fchmod-like calls via *at with the fd as dir.
-            if opts.preserve_owner {
-                rustix::fs::chownat(
-                    &dir,
-                    n,
-                    Some(uid(meta.uid)),
-                    Some(gid(meta.gid)),
-                    AtFlags::SYMLINK_NOFOLLOW,
-                )?;
-            }
-            rustix::fs::chmodat(&dir, n, Mode::from_raw_mode(meta.mode), AtFlags::empty())?;
-            for (k, v) in &meta.xattrs {
-                let p = format!(
-                    "/proc/self/fd/{}/{}",
-                    std::os::fd::AsRawFd::as_raw_fd(&dir),
-                    String::from_utf8_lossy(name)
-                );
-                rustix::fs::lsetxattr(p.as_str(), k.as_str(), v, rustix::fs::XattrFlags::empty())
-                    .with_context(|| format!("setting xattr {k}"))?;
-            }
-            rustix::fs::utimensat(
-                &dir,
-                n,
-                &Timestamps {
-                    last_access: meta.mtime,
-                    last_modification: meta.mtime,
-                },
-                AtFlags::SYMLINK_NOFOLLOW,
-            )?;
-        }
-        other => bail!("unsupported tar entry type {other:?}"),
-    }
-    report.entries += 1;
-    Ok(())
+    rustix::fs::linkat(
+        &tdir,
+        OsStr::from_bytes(tname),
+        at.dir,
+        at.n(),
+        AtFlags::empty(),
+    )
+    .with_context(|| format!("hardlinking to {target}"))?;
+    Ok(true)
+}
+
+/// A regular file: content, then metadata and mtime; returns the bytes written.
+fn apply_file<R: Read>(
+    entry: &mut tar::Entry<R>,
+    at: &At,
+    meta: &Meta,
+    opts: &Options,
+) -> Result<u64> {
+    let fd = rustix::fs::openat(
+        at.dir,
+        at.n(),
+        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o600),
+    )
+    .context("creating the file")?;
+    let mut f = std::fs::File::from(fd);
+    let copied = io::copy(entry, &mut f).context("writing the file content")?;
+    let fd = OwnedFd::from(f);
+    set_meta_fd(&fd, meta, opts)?;
+    rustix::fs::futimens(
+        &fd,
+        &Timestamps {
+            last_access: meta.mtime,
+            last_modification: meta.mtime,
+        },
+    )?;
+    Ok(copied)
+}
+
+fn apply_symlink<R: Read>(
+    entry: &tar::Entry<R>,
+    at: &At,
+    meta: &Meta,
+    opts: &Options,
+) -> Result<()> {
+    let target = entry
+        .link_name_bytes()
+        .context("symlink without target")?
+        .into_owned();
+    rustix::fs::symlinkat(OsStr::from_bytes(&target), at.dir, at.n())
+        .context("creating the symlink")?;
+    at.chown(meta, opts).context("chown of the symlink")?;
+    at.set_xattrs(meta, " on the symlink")?;
+    at.set_mtime(meta)
+}
+
+/// A character or block device node, or a FIFO.
+fn apply_node(hdr: &tar::Header, at: &At, meta: &Meta, opts: &Options) -> Result<()> {
+    let ft = match hdr.entry_type() {
+        EntryType::Char => FileType::CharacterDevice,
+        EntryType::Block => FileType::BlockDevice,
+        _ => FileType::Fifo,
+    };
+    let major = hdr.device_major().ok().flatten().unwrap_or(0);
+    let minor = hdr.device_minor().ok().flatten().unwrap_or(0);
+    rustix::fs::mknodat(
+        at.dir,
+        at.n(),
+        ft,
+        Mode::from_raw_mode(0o600),
+        rustix::fs::makedev(major, minor),
+    )
+    .context("creating the device node or FIFO")?;
+    at.chown(meta, opts)?;
+    rustix::fs::chmodat(
+        at.dir,
+        at.n(),
+        Mode::from_raw_mode(meta.mode),
+        AtFlags::empty(),
+    )?;
+    at.set_xattrs(meta, "")?;
+    at.set_mtime(meta)
 }
 
 /// A numeric header field; a blank one (all NUL or spaces) reads as 0, as Go's

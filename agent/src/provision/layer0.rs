@@ -481,6 +481,28 @@ pub fn write_layer0<R: Read + Send>(
     }
 }
 
+/// The image geometry from the held first MiB, checked against the disk.
+fn head_geometry(head: &[u8], t: &Target, name: &str) -> Result<ImageGeometry> {
+    let g = image_geometry(head).context(
+        "layer 0 has no GPT header at LBA 1 (512- or 4096-byte sectors): not a disk image",
+    )?;
+    if g.sector_size != t.sector_size {
+        bail!(
+            "layer 0 was built for {}-byte sectors but {name} has {}-byte sectors; use an image built for this disk",
+            g.sector_size,
+            t.sector_size
+        );
+    }
+    if g.size > t.size {
+        bail!(
+            "layer 0 is a {} disk image, larger than {name} ({}); choose a bigger disk",
+            human_bytes(g.size),
+            human_bytes(t.size)
+        );
+    }
+    Ok(g)
+}
+
 fn write_loop(
     t: &mut Target,
     name: &str,
@@ -494,23 +516,6 @@ fn write_loop(
     let mut head_len = 0usize;
     let mut off: u64 = 0;
     let mut meter = Meter::new(Phase::Layer0, None, name.to_string(), progress);
-    let check = |g: &ImageGeometry, t: &Target| -> Result<()> {
-        if g.sector_size != t.sector_size {
-            bail!(
-                "layer 0 was built for {}-byte sectors but {name} has {}-byte sectors; use an image built for this disk",
-                g.sector_size,
-                t.sector_size
-            );
-        }
-        if g.size > t.size {
-            bail!(
-                "layer 0 is a {} disk image, larger than {name} ({}); choose a bigger disk",
-                human_bytes(g.size),
-                human_bytes(t.size)
-            );
-        }
-        Ok(())
-    };
     loop {
         let msg = rx
             .recv()
@@ -533,9 +538,7 @@ fn write_loop(
                     rest_off = take;
                     off += take as u64;
                     if head_len == HOLD {
-                        let g = image_geometry(head.as_slice())
-                            .context("layer 0 has no GPT header at LBA 1 (512- or 4096-byte sectors): not a disk image")?;
-                        check(&g, t)?;
+                        let g = head_geometry(head.as_slice(), t, name)?;
                         *geometry = Some(g);
                         meter.set_total(Some(g.size));
                         *began = true;
@@ -563,9 +566,7 @@ fn write_loop(
                 let g = match *geometry {
                     Some(g) => g,
                     None => {
-                        let g = image_geometry(&head.as_slice()[..head_len])
-                            .context("layer 0 has no GPT header at LBA 1 (512- or 4096-byte sectors): not a disk image")?;
-                        check(&g, t)?;
+                        let g = head_geometry(&head.as_slice()[..head_len], t, name)?;
                         *geometry = Some(g);
                         *began = true;
                         g

@@ -51,6 +51,26 @@ impl Sink for PlainSink {
     }
 }
 
+/// Writes each record as one line of JSON (`schema`, `seq`, `uptime_ms`, `level`, the
+/// event): the form of every machine-read event stream.
+pub struct JsonSink {
+    output: Box<dyn Write + Send>,
+}
+
+impl JsonSink {
+    pub fn new(output: Box<dyn Write + Send>) -> Self {
+        JsonSink { output }
+    }
+}
+
+impl Sink for JsonSink {
+    fn record(&mut self, record: &Record) {
+        if let Ok(line) = serde_json::to_string(record) {
+            let _ = writeln!(self.output, "{line}").and_then(|()| self.output.flush());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -107,6 +127,22 @@ mod tests {
         fn flush(&mut self) -> std::io::Result<()> {
             Ok(())
         }
+    }
+
+    #[test]
+    fn json_lines_carry_the_schema_version() {
+        let out = Buf::default();
+        let mut sink = JsonSink::new(Box::new(out.clone()));
+        sink.record(&rec(Event::info("one"), 1000));
+        sink.record(&rec(Event::info("two"), 2000));
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0]["schema"], crate::events::SCHEMA_VERSION);
+        assert_eq!(lines[1]["uptime_ms"], 2000);
     }
 
     #[test]
