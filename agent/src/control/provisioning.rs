@@ -24,14 +24,10 @@ use super::uplink::{Flusher, Uplink, drain};
 use crate::events::{Event, Reporter};
 use crate::provision::bootplan::BootPlan;
 use crate::provision::cloudinit::Seed;
-use crate::provision::disk::inventory_system;
+use crate::provision::driver;
 use crate::provision::events::Phase;
-use crate::provision::extract::Options;
 use crate::provision::inject::InjectSpec;
-use crate::provision::layer0::peek_geometry;
-use crate::provision::rootfs::FsSpec;
-use crate::provision::run::{Order, provision};
-use crate::provision::select::{Policy, choose, describe, parse_hints};
+use crate::provision::run::provision;
 use crate::provision::source;
 
 /// How a run ended, as reported to the server.
@@ -175,7 +171,7 @@ fn install(
     let image = &order.image;
     let reference = image.oci_url.as_deref().with_context(|| {
         format!(
-            "image {:?} has no OCI reference (oci_url); this agent installs OCI images only",
+            "image \"{}\" has no OCI reference (oci_url); this agent installs OCI images only",
             image.name
         )
     })?;
@@ -188,70 +184,46 @@ fn install(
     progress(crate::provision::Event::msg(
         Phase::Inventory,
         format!(
-            "image {} ({}): {} layers, layer 0 {:?}",
+            "image {} ({}): {} layers, layer 0 {}",
             image.name,
             resolved.reference,
             resolved.layers.len(),
-            resolved.layer0
+            driver::layer0_form(&resolved.layer0)
         ),
     ));
     let peek = source::peek_layer0(&client, &resolved)?;
-    let geometry = peek_geometry(peek)
-        .with_context(|| format!("reading the start of layer 0 of {reference}"))?
-        .with_context(|| {
-            format!("layer 0 of {reference} has no GPT header at LBA 1: not a disk image")
-        })?;
-    let hints = parse_hints(cfg.disk_hints.as_deref().unwrap_or(""))?;
-    let disks = inventory_system()?;
-    let policy = Policy {
-        min_size: geometry.size,
-        sector_size: Some(geometry.sector_size),
-        boot_media: Vec::new(),
-    };
-    let disk = &disks[choose(&disks, &hints, &policy)?];
-    progress(crate::provision::Event::msg(
-        Phase::Inventory,
-        format!("chose {} ({})", disk.path.display(), describe(disk)),
-    ));
-    let settings = &resolved.settings;
+    let disk = driver::choose_disk(
+        peek,
+        reference,
+        cfg.disk_hints.as_deref().unwrap_or(""),
+        &progress,
+    )?;
     let mut installed = cfg.clone();
     installed.identity = Some(id.clone());
     installed.token = None;
-    let work = cfg.work_dir.join(order.run_id.to_string());
-    let engine_order = Order {
-        disk: disk.path.clone(),
-        root: source::root_choice(&settings.root_partition),
-        fs: FsSpec {
-            fstype: source::fs_type(settings.filesystem),
-            label: Some(settings.label.clone().unwrap_or_else(|| "root".into())),
-            uuid: None,
-        },
-        seed: Some(Seed {
-            instance_id: format!("kiln-{}", order.run_id),
-            hostname: None,
-            user_data: order
-                .user_data
-                .clone()
-                .unwrap_or_else(|| "#cloud-config\n{}\n".into()),
-            network_config: None,
-            vendor_data: order.vendor_data.clone(),
-        }),
-        inject: Some(InjectSpec {
-            binary: PathBuf::from("/proc/self/exe"),
-            config: installed.to_file(),
-            args: vec!["serve".into()],
-        }),
-        extra_args: settings
-            .kernel_args
-            .as_deref()
-            .unwrap_or("")
-            .split_whitespace()
-            .map(String::from)
-            .collect(),
-        mountpoint: work.join("root"),
-        stage: work.join("boot"),
-        extract: Options::default(),
+    let seed = Seed {
+        instance_id: format!("kiln-{}", order.run_id),
+        hostname: None,
+        user_data: order
+            .user_data
+            .clone()
+            .unwrap_or_else(|| "#cloud-config\n{}\n".into()),
+        network_config: None,
+        vendor_data: order.vendor_data.clone(),
     };
+    let inject = InjectSpec {
+        binary: PathBuf::from("/proc/self/exe"),
+        config: installed.to_file(),
+        args: vec!["serve".into()],
+    };
+    let engine_order = driver::order(
+        &disk.path,
+        &resolved.settings,
+        driver::Overrides::default(),
+        Some(seed),
+        Some(inject),
+        &cfg.work_dir.join(order.run_id.to_string()),
+    );
     let (layer0, mut rest) = source::layers(&client, &resolved, sink.clone())?;
     let out = provision(&engine_order, layer0, &mut rest, &progress)
         .with_context(|| format!("installing {reference} onto {}", disk.path.display()))?;

@@ -11,16 +11,15 @@ use anyhow::{Context, Result, bail};
 use kiln_oci::format::ImageSettings;
 
 use super::cloudinit::Seed;
-use super::disk::inventory_system;
+use super::disk::Disk;
+use super::driver;
 use super::events::{Event, Phase};
-use super::extract::Options;
 use super::gpt::RootChoice;
 use super::inject::{AgentConfig, InjectSpec};
-use super::layer0::peek_geometry;
 use super::layout;
-use super::rootfs::{FsSpec, FsType};
-use super::run::{LayerInput, Order, provision};
-use super::select::{Policy, choose, describe, parse_hints};
+use super::rootfs::FsType;
+use super::run::{LayerInput, provision};
+use super::select::describe;
 use super::source::{self, Sink};
 
 const USAGE: &str = "\
@@ -149,8 +148,8 @@ fn open_source(a: &Args, sink: &Sink) -> Result<Source> {
                 "image {}: {} layers, layer 0 {}, root {}, {}{}{}",
                 image.reference,
                 image.layers.len(),
-                layer0_form(&image.layer0),
-                root_partition(&image.settings.root_partition),
+                driver::layer0_form(&image.layer0),
+                driver::root_partition(&image.settings.root_partition),
                 image.settings.filesystem,
                 image
                     .settings
@@ -223,186 +222,43 @@ fn open_source(a: &Args, sink: &Sink) -> Result<Source> {
     })
 }
 
-/// How layer 0 is stored, in words.
-fn layer0_form(form: &kiln_oci::format::Layer0Form) -> &'static str {
-    match form {
-        kiln_oci::format::Layer0Form::RawDisk => "a raw disk blob",
-        kiln_oci::format::Layer0Form::TarWithOneFile => "a tar holding the disk",
-    }
-}
-
-/// The image's root partition setting, in words.
-fn root_partition(root: &kiln_oci::format::RootPartition) -> String {
-    match root {
-        kiln_oci::format::RootPartition::Name(n) => format!("partition named \"{n}\""),
-        kiln_oci::format::RootPartition::Number(n) => format!("partition {n}"),
-        kiln_oci::format::RootPartition::Default => "the DPS root (else the last partition)".into(),
-    }
-}
-
 /// Entry point of `kiln-agent provision ...`.
 pub fn cli(args: &[String]) -> Result<()> {
     let a = parse(args)?;
-    let json = a.json;
-    // --json: the versioned records every other event stream carries, one per line.
-    let reporter = Arc::new(crate::events::Reporter::new());
-    reporter.add_sink(Box::new(crate::ui::plain::JsonSink::new(Box::new(
-        std::io::stdout(),
-    ))));
-    let sink: Sink = Arc::new(move |e: Event| {
-        if json {
-            reporter.emit(crate::events::Event::Provision { detail: e });
-        } else {
-            eprintln!("{e}");
-        }
-    });
+    let sink = console_sink(a.json);
     let progress = |e: Event| sink(e);
-
     let Source {
         peek,
         settings,
         open,
     } = open_source(&a, &sink)?;
-
-    // Peek at layer 0's GPT (from a second stream of the same blob) for the disk choice.
-    let geometry = peek_geometry(peek)
-        .context("reading the start of layer 0")?
-        .context("layer 0 has no GPT header at LBA 1: not a disk image")?;
-
-    let hints = parse_hints(a.disk.as_deref().unwrap_or(""))?;
-    let disks = inventory_system()?;
-    let policy = Policy {
-        min_size: geometry.size,
-        sector_size: Some(geometry.sector_size),
-        boot_media: Vec::new(),
+    let what = match (&a.image, &a.image_file, &a.layer0) {
+        (Some(r), _, _) => r.clone(),
+        (_, Some(p), _) | (_, _, Some(p)) => p.display().to_string(),
+        _ => unreachable!("checked in parse"),
     };
-    let i = choose(&disks, &hints, &policy)?;
-    let disk = &disks[i];
-    let dev = disk.path.display().to_string();
-    progress(Event::msg(
-        Phase::Inventory,
-        format!("chose {dev} ({})", describe(disk)),
-    ));
-    match &a.confirm {
-        None => {
-            eprintln!(
-                "\nDry run: would ERASE {dev} ({}). Re-run with --yes-really-wipe {dev} to write it.",
-                describe(disk)
-            );
-            return Ok(());
-        }
-        Some(c) if c.trim_start_matches("/dev/") != disk.name => {
-            bail!(
-                "--yes-really-wipe names {c} but the hints chose {dev}: refusing; nothing was written"
-            );
-        }
-        Some(_) => {}
+    let disk = driver::choose_disk(peek, &what, a.disk.as_deref().unwrap_or(""), &progress)?;
+    if !confirmed(&a, &disk)? {
+        return Ok(());
     }
-    eprintln!("\n!!! ERASING {dev} ({}) NOW !!!\n", describe(disk));
-
-    // Flags override the image's settings, which override the built-in defaults.
-    let root = match a.root.as_deref() {
-        None => source::root_choice(&settings.root_partition),
-        Some(s) => s
-            .parse()
-            .map(RootChoice::Number)
-            .unwrap_or_else(|_| RootChoice::Name(s.to_string())),
-    };
-    let fs = FsSpec {
-        fstype: a
-            .fs
-            .as_deref()
-            .map(FsType::parse)
-            .transpose()?
-            .unwrap_or(source::fs_type(settings.filesystem)),
-        label: Some(
-            a.fs_label
-                .clone()
-                .or_else(|| settings.label.clone())
-                .unwrap_or_else(|| "root".into()),
-        ),
-        uuid: a.fs_uuid.clone(),
-    };
-    let seed = match &a.instance_id {
-        None => None,
-        Some(id) => Some(Seed {
-            instance_id: id.clone(),
-            hostname: a.hostname.clone(),
-            user_data: a
-                .user_data
-                .as_deref()
-                .map(read_text)
-                .transpose()?
-                .unwrap_or_else(|| "#cloud-config\n{}\n".into()),
-            network_config: a.network_config.as_deref().map(read_text).transpose()?,
-            vendor_data: None,
-        }),
-    };
-    let inject = match &a.control_plane {
-        None => None,
-        Some(url) => Some(InjectSpec {
-            binary: PathBuf::from("/proc/self/exe"),
-            config: AgentConfig {
-                url: url.clone(),
-                ca_pin: a.ca_pin.clone(),
-                machine_id: a
-                    .machine_id
-                    .clone()
-                    .context("--control-plane needs --machine-id")?,
-                credential: read_text(
-                    a.credential_file
-                        .as_deref()
-                        .context("--control-plane needs --credential-file")?,
-                )?
-                .trim()
-                .to_string(),
-                ..AgentConfig::default()
-            },
-            args: vec!["serve".into()],
-        }),
-    };
     let tmp = std::env::temp_dir().join(format!("kiln-provision-{}", std::process::id()));
-    let order = Order {
-        disk: disk.path.clone(),
-        root,
-        fs,
-        seed,
-        inject,
-        extra_args: a
-            .extra_args
-            .as_deref()
-            .or(settings.kernel_args.as_deref())
-            .unwrap_or("")
-            .split_whitespace()
-            .map(String::from)
-            .collect(),
-        mountpoint: a.mount.clone().unwrap_or_else(|| tmp.join("root")),
-        stage: a.stage.clone().unwrap_or_else(|| tmp.join("boot")),
-        extract: Options::default(),
-    };
+    let mut order = driver::order(
+        &disk.path,
+        &settings,
+        overrides(&a)?,
+        seed(&a)?,
+        inject(&a)?,
+        &tmp,
+    );
+    if let Some(m) = &a.mount {
+        order.mountpoint = m.clone();
+    }
+    if let Some(s) = &a.stage {
+        order.stage = s.clone();
+    }
     let (l0, mut rest) = open()?;
     let out = provision(&order, l0, &mut rest, &progress)?;
-    if json {
-        println!("{}", serde_json::to_string(&out)?);
-    } else {
-        eprintln!(
-            "done: {} written ({:.1} s), root partition {} PARTUUID {}, {} layers; kexec {} {} '{}'",
-            super::events::human_bytes(out.layer0.bytes),
-            out.layer0.seconds,
-            out.partition.number,
-            out.partition.partuuid,
-            out.layers.len(),
-            out.plan.kernel.display(),
-            out.plan
-                .initrd
-                .as_deref()
-                .map_or("(no initrd)".to_string(), |i| format!(
-                    "initrd {}",
-                    i.display()
-                )),
-            crate::cmdline::redact(&out.plan.cmdline)
-        );
-    }
+    summary(&out, a.json)?;
     if a.kexec {
         let report = |e: crate::events::Event| eprintln!("{e}");
         let image = crate::kexec::Image::from(&out.plan);
@@ -410,6 +266,129 @@ pub fn cli(args: &[String]) -> Result<()> {
             .map(|never| match never {})
             .context("provisioning succeeded, but booting the installed system failed");
     }
+    Ok(())
+}
+
+/// Engine events as lines on stderr, or with `--json` as the versioned records every
+/// other event stream carries, one per line on stdout.
+fn console_sink(json: bool) -> Sink {
+    let reporter = Arc::new(crate::events::Reporter::new());
+    reporter.add_sink(Box::new(crate::ui::plain::JsonSink::new(Box::new(
+        std::io::stdout(),
+    ))));
+    Arc::new(move |e: Event| {
+        if json {
+            reporter.emit(crate::events::Event::Provision { detail: e });
+        } else {
+            eprintln!("{e}");
+        }
+    })
+}
+
+/// Whether to write: only with `--yes-really-wipe` naming exactly the chosen disk.
+fn confirmed(a: &Args, disk: &Disk) -> Result<bool> {
+    let dev = disk.path.display().to_string();
+    match &a.confirm {
+        None => {
+            eprintln!(
+                "\nDry run: would ERASE {dev} ({}). Re-run with --yes-really-wipe {dev} to write it.",
+                describe(disk)
+            );
+            Ok(false)
+        }
+        Some(c) if c.trim_start_matches("/dev/") != disk.name => bail!(
+            "--yes-really-wipe names {c} but the hints chose {dev}: refusing; nothing was written"
+        ),
+        Some(_) => {
+            eprintln!("\n!!! ERASING {dev} ({}) NOW !!!\n", describe(disk));
+            Ok(true)
+        }
+    }
+}
+
+/// The flags that override the image's settings.
+fn overrides(a: &Args) -> Result<driver::Overrides> {
+    Ok(driver::Overrides {
+        root: a.root.as_deref().map(|s| {
+            s.parse()
+                .map(RootChoice::Number)
+                .unwrap_or_else(|_| RootChoice::Name(s.to_string()))
+        }),
+        fstype: a.fs.as_deref().map(FsType::parse).transpose()?,
+        label: a.fs_label.clone(),
+        fs_uuid: a.fs_uuid.clone(),
+        kernel_args: a.extra_args.clone(),
+    })
+}
+
+/// The NoCloud seed, with `--instance-id`.
+fn seed(a: &Args) -> Result<Option<Seed>> {
+    let Some(id) = &a.instance_id else {
+        return Ok(None);
+    };
+    Ok(Some(Seed {
+        instance_id: id.clone(),
+        hostname: a.hostname.clone(),
+        user_data: a
+            .user_data
+            .as_deref()
+            .map(read_text)
+            .transpose()?
+            .unwrap_or_else(|| "#cloud-config\n{}\n".into()),
+        network_config: a.network_config.as_deref().map(read_text).transpose()?,
+        vendor_data: None,
+    }))
+}
+
+/// This agent injected, with `--control-plane`.
+fn inject(a: &Args) -> Result<Option<InjectSpec>> {
+    let Some(url) = &a.control_plane else {
+        return Ok(None);
+    };
+    let credential = a
+        .credential_file
+        .as_deref()
+        .context("--control-plane needs --credential-file")?;
+    Ok(Some(InjectSpec {
+        binary: PathBuf::from("/proc/self/exe"),
+        config: AgentConfig {
+            url: url.clone(),
+            ca_pin: a.ca_pin.clone(),
+            machine_id: a
+                .machine_id
+                .clone()
+                .context("--control-plane needs --machine-id")?,
+            credential: read_text(credential)?.trim().to_string(),
+            ..AgentConfig::default()
+        },
+        args: vec!["serve".into()],
+    }))
+}
+
+/// The result: one JSON object with `--json`, else one line.
+fn summary(out: &super::run::Outcome, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(out)?);
+        return Ok(());
+    }
+    let initrd = out
+        .plan
+        .initrd
+        .as_deref()
+        .map_or("(no initrd)".to_string(), |i| {
+            format!("initrd {}", i.display())
+        });
+    eprintln!(
+        "done: {} written ({:.1} s), root partition {} PARTUUID {}, {} layers; kexec {} {} '{}'",
+        super::events::human_bytes(out.layer0.bytes),
+        out.layer0.seconds,
+        out.partition.number,
+        out.partition.partuuid,
+        out.layers.len(),
+        out.plan.kernel.display(),
+        initrd,
+        crate::cmdline::redact(&out.plan.cmdline)
+    );
     Ok(())
 }
 

@@ -15,13 +15,15 @@
 //! 7. [`Phase::Inject`]: [`inject::inject_agent`] — agent binary, config, service.
 //! 8. [`Phase::BootPlan`]: [`bootplan::boot_plan`] — kernel, initrd, cmdline for kexec.
 //!
-//! [`cli`] runs them by hand against a loop device or a spare disk.
+//! [`driver`] chooses the disk and builds the order for both callers: [`cli`] (by hand,
+//! against a loop device or a spare disk) and the control-plane session.
 
 pub mod blockdev;
 pub mod bootplan;
 mod cli;
 pub mod cloudinit;
 pub mod disk;
+pub mod driver;
 pub mod events;
 pub mod extract;
 pub mod gpt;
