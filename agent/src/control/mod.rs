@@ -19,6 +19,8 @@
 pub mod api;
 pub mod boot;
 pub mod config;
+#[cfg(test)]
+pub mod fake;
 pub mod inventory;
 pub mod provisioning;
 pub mod register;

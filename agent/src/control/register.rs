@@ -149,11 +149,9 @@ fn register(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control::uplink::tests::unscripted;
+    use crate::control::fake::Scripted;
     use crate::events::tests::Collect;
-    use kiln_protocol::{
-        EventAck, EventBatch, Heartbeat, HeartbeatResponse, Inventory, OrdersResponse,
-    };
+    use kiln_protocol::Inventory;
     use std::sync::Mutex;
     use uuid::Uuid;
 
@@ -165,7 +163,7 @@ mod tests {
         sent: Mutex<Vec<String>>,
     }
 
-    impl Api for Script {
+    impl Scripted for Script {
         fn register(&self, req: &RegisterRequest) -> Result<RegisterResponse, CallError> {
             self.sent
                 .lock()
@@ -179,28 +177,6 @@ mod tests {
                 .unwrap()
                 .push(format!("claim {}", req.claim_secret));
             self.claims.lock().unwrap().remove(0)
-        }
-        fn heartbeat(&self, _: &Identity, _: &Heartbeat) -> Result<HeartbeatResponse, CallError> {
-            unscripted()
-        }
-        fn orders(
-            &self,
-            _: &Identity,
-            _: Option<u64>,
-            _: u64,
-        ) -> Result<OrdersResponse, CallError> {
-            unscripted()
-        }
-        fn post_events(
-            &self,
-            _: &Identity,
-            _: Uuid,
-            _: &EventBatch,
-        ) -> Result<EventAck, CallError> {
-            unscripted()
-        }
-        fn ack_action(&self, _: &Identity, _: Uuid) -> Result<(), CallError> {
-            unscripted()
         }
     }
 

@@ -337,12 +337,9 @@ mod tests {
     use super::*;
     use crate::cmdline::Secret;
     use crate::control::boot::NoKexec;
-    use crate::control::uplink::tests::unscripted;
+    use crate::control::fake::{Scripted, unscripted};
     use crate::events::tests::Collect;
-    use kiln_protocol::{
-        ClaimRequest, ClaimResponse, EventAck, EventBatch, HeartbeatResponse, OrdersResponse,
-        RegisterRequest, RegisterResponse,
-    };
+    use kiln_protocol::{HeartbeatResponse, OrdersResponse, RegisterRequest, RegisterResponse};
     use std::sync::Mutex;
 
     /// A control plane answering orders from a script and logging every call in order.
@@ -359,7 +356,7 @@ mod tests {
         }
     }
 
-    impl Api for Fake {
+    impl Scripted for Fake {
         fn register(&self, _: &RegisterRequest) -> Result<RegisterResponse, CallError> {
             let mut n = self.registrations.lock().unwrap();
             *n += 1;
@@ -368,9 +365,6 @@ mod tests {
                 machine_uuid: Uuid::from_u128(u128::from(*n)),
                 credential: format!("kmc_{n}"),
             })
-        }
-        fn claim(&self, _: &ClaimRequest) -> Result<ClaimResponse, CallError> {
-            unscripted()
         }
         fn heartbeat(&self, _: &Identity, _: &Heartbeat) -> Result<HeartbeatResponse, CallError> {
             Ok(HeartbeatResponse {
@@ -389,14 +383,6 @@ mod tests {
                 return unscripted();
             }
             o.remove(0)
-        }
-        fn post_events(
-            &self,
-            _: &Identity,
-            _: Uuid,
-            _: &EventBatch,
-        ) -> Result<EventAck, CallError> {
-            unscripted()
         }
         fn ack_action(&self, _: &Identity, action: Uuid) -> Result<(), CallError> {
             self.log(format!("ack {action}"));

@@ -205,10 +205,8 @@ pub fn drain(
 pub(crate) mod tests {
     use super::*;
     use crate::cmdline::Secret;
-    use kiln_protocol::{
-        ClaimRequest, ClaimResponse, EventAck, Heartbeat, HeartbeatResponse, OrdersResponse,
-        RegisterRequest, RegisterResponse, Step,
-    };
+    use crate::control::fake::Scripted;
+    use kiln_protocol::{EventAck, Step};
 
     /// The server side of run events, in memory: stores by seq, acks the gap-free prefix
     /// (docs/protocol.md, "Run events"); can drop batches or fail.
@@ -258,24 +256,7 @@ pub(crate) mod tests {
         }
     }
 
-    impl Api for FakeRuns {
-        fn register(&self, _: &RegisterRequest) -> Result<RegisterResponse, CallError> {
-            unscripted()
-        }
-        fn claim(&self, _: &ClaimRequest) -> Result<ClaimResponse, CallError> {
-            unscripted()
-        }
-        fn heartbeat(&self, _: &Identity, _: &Heartbeat) -> Result<HeartbeatResponse, CallError> {
-            unscripted()
-        }
-        fn orders(
-            &self,
-            _: &Identity,
-            _: Option<u64>,
-            _: u64,
-        ) -> Result<OrdersResponse, CallError> {
-            unscripted()
-        }
+    impl Scripted for FakeRuns {
         fn post_events(
             &self,
             _: &Identity,
@@ -284,17 +265,6 @@ pub(crate) mod tests {
         ) -> Result<EventAck, CallError> {
             self.post(batch)
         }
-        fn ack_action(&self, _: &Identity, _: Uuid) -> Result<(), CallError> {
-            unscripted()
-        }
-    }
-
-    /// The answer of a fake to a call its test does not script.
-    pub fn unscripted<T>() -> Result<T, CallError> {
-        Err(CallError::Invalid {
-            what: "fake control plane".into(),
-            message: "call not scripted by this test".into(),
-        })
     }
 
     pub fn id() -> Identity {
