@@ -14,3 +14,4 @@ pub mod secrets;
 pub mod server;
 pub mod tls;
 pub mod tokens;
+pub mod web;
