@@ -25,7 +25,7 @@ struct Browser {
     profile: tempfile::TempDir,
 }
 
-const ELEMENT: &str = "element-6066-11e4-a23f-4a0e6a5ab9c0";
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 impl Browser {
     async fn start() -> Browser {
@@ -128,7 +128,10 @@ impl Browser {
                 Some(json!({"using": "css selector", "value": sel})),
             )
             .await;
-        e[ELEMENT].as_str().unwrap().to_string()
+        e[ELEMENT]
+            .as_str()
+            .unwrap_or_else(|| panic!("no element {sel}: {e}"))
+            .to_string()
     }
 
     async fn click(&self, sel: &str) {
