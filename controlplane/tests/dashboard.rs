@@ -136,14 +136,22 @@ impl Browser {
 
     async fn click(&self, sel: &str) {
         let e = self.find(sel).await;
-        self.cmd(Method::POST, &format!("/element/{e}/click"), Some(json!({})))
-            .await;
+        self.cmd(
+            Method::POST,
+            &format!("/element/{e}/click"),
+            Some(json!({})),
+        )
+        .await;
     }
 
     async fn type_in(&self, sel: &str, text: &str) {
         let e = self.find(sel).await;
-        self.cmd(Method::POST, &format!("/element/{e}/clear"), Some(json!({})))
-            .await;
+        self.cmd(
+            Method::POST,
+            &format!("/element/{e}/clear"),
+            Some(json!({})),
+        )
+        .await;
         self.cmd(
             Method::POST,
             &format!("/element/{e}/value"),
@@ -379,28 +387,48 @@ async fn root_dashboard_walk() {
     b.click("#img-create").await;
     b.wait_text("#image-msg", "Image debian-web saved").await;
     let all = b.wait_text("table", "debian-web").await;
-    assert!(all.contains("Official") && all.contains("ubuntu-24.04"), "{all}");
+    assert!(
+        all.contains("Official") && all.contains("ubuntu-24.04"),
+        "{all}"
+    );
     b.screenshot("04-images-all").await;
     b.click("#filter-custom").await;
-    b.wait_for("!document.querySelector('table').innerText.includes('ubuntu')", "custom filter")
-        .await;
+    b.wait_for(
+        "!document.querySelector('table').innerText.includes('ubuntu')",
+        "custom filter",
+    )
+    .await;
     b.click("#filter-official").await;
-    b.wait_for("!document.querySelector('table').innerText.includes('debian-web')", "official filter")
-        .await;
+    b.wait_for(
+        "!document.querySelector('table').innerText.includes('debian-web')",
+        "official filter",
+    )
+    .await;
     assert!(b.text("table").await.contains("read-only"));
 
     // Role: the server's cloud-init validation error is shown, then a valid one is saved.
     b.goto(&format!("{url}#/roles")).await;
     b.type_in("#role-name", "web").await;
     b.select("#role-image", "debian-web").await;
-    b.type_in("#role-userdata", "#cloud-config\nruncmd: [unclosed").await;
-    b.click("#role-create").await;
-    b.wait_for("document.querySelector('#role-error').classList.contains('err')", "cloud-init error")
+    b.type_in("#role-userdata", "#cloud-config\nruncmd: [unclosed")
         .await;
+    b.click("#role-create").await;
+    b.wait_for(
+        "document.querySelector('#role-error').classList.contains('err')",
+        "cloud-init error",
+    )
+    .await;
     let err = b.text("#role-error").await;
-    assert!(err.contains("user_data") || err.contains("YAML") || err.contains("cloud"), "{err}");
+    assert!(
+        err.contains("user_data") || err.contains("YAML") || err.contains("cloud"),
+        "{err}"
+    );
     b.screenshot("05-roles-error").await;
-    b.type_in("#role-userdata", "#cloud-config\nruncmd:\n  - echo hello from kiln").await;
+    b.type_in(
+        "#role-userdata",
+        "#cloud-config\nruncmd:\n  - echo hello from kiln",
+    )
+    .await;
     b.click("#role-create").await;
     b.wait_text("#role-error", "Role web saved").await;
     b.screenshot("06-roles").await;
@@ -409,7 +437,8 @@ async fn root_dashboard_walk() {
     b.goto(&format!("{url}#/settings")).await;
     b.select("#settings-image", "debian-web").await;
     b.click("#settings-save").await;
-    b.wait_text("#settings-msg", "Default image: debian-web").await;
+    b.wait_text("#settings-msg", "Default image: debian-web")
+        .await;
     b.screenshot("07-settings").await;
 
     // Token: shown once, with a copy button.
@@ -447,8 +476,11 @@ async fn root_dashboard_walk() {
     b.goto(&format!("{url}#/machines")).await;
     b.type_in("#approve-code", "ZZZZZZ").await;
     b.click("#approve-btn").await;
-    b.wait_for("document.querySelector('#approve-msg').classList.contains('err')", "wrong code error")
-        .await;
+    b.wait_for(
+        "document.querySelector('#approve-msg').classList.contains('err')",
+        "wrong code error",
+    )
+    .await;
     b.type_in("#approve-code", code).await;
     b.type_in("#approve-roles", "web").await;
     b.click("#approve-btn").await;
@@ -480,6 +512,10 @@ async fn root_dashboard_walk() {
     assert!(view.contains("eno1") && view.contains("uefi"), "{view}");
     b.click("#kexec-switch").await;
     b.wait_text("#machine-msg", "kexec_installer on").await;
+    b.click("#action-reboot").await;
+    b.wait_text("#confirm-text", "Reboot rack1-node7").await;
+    b.click("#confirm-ok").await;
+    b.wait_text("#machine-msg", "Reboot: sent").await;
     b.screenshot("11-machine-detail").await;
 
     // Provision: the confirmation names the disk; the percent moves as the agent reports.
@@ -490,7 +526,8 @@ async fn root_dashboard_walk() {
     assert!(ask.contains("nvme0n1"), "{ask}");
     b.screenshot("12-provision-confirm").await;
     b.click("#confirm-ok").await;
-    b.wait_text("#provision-msg", "Run started (debian-web)").await;
+    b.wait_text("#provision-msg", "Run started (debian-web)")
+        .await;
     let run = live
         .client(Some(&live.admin))
         .await
@@ -504,8 +541,14 @@ async fn root_dashboard_walk() {
         &agent,
         &run,
         vec![
-            ev(1, json!({"type": "step_started", "step": "image_inspection"})),
-            ev(2, json!({"type": "progress", "step": "bootloader_streaming", "percent": 30})),
+            ev(
+                1,
+                json!({"type": "step_started", "step": "image_inspection"}),
+            ),
+            ev(
+                2,
+                json!({"type": "progress", "step": "bootloader_streaming", "percent": 30}),
+            ),
         ],
     )
     .await;
@@ -514,7 +557,10 @@ async fn root_dashboard_walk() {
     post_events(
         &agent,
         &run,
-        vec![ev(3, json!({"type": "progress", "step": "layer_extraction", "percent": 70}))],
+        vec![ev(
+            3,
+            json!({"type": "progress", "step": "layer_extraction", "percent": 70}),
+        )],
     )
     .await;
     b.wait_text(".run-percent", "70%").await;
@@ -523,6 +569,25 @@ async fn root_dashboard_walk() {
     post_events(&agent, &run, vec![ev(4, json!({"type": "completed"}))]).await;
     b.wait_text("#runs", "completed").await;
     b.screenshot("14-provisions-completed").await;
+
+    // Credential revoke (after the run: the agent is locked out from here on).
+    b.goto(&format!("{url}#/machines/{machine}")).await;
+    b.click("#revoke-cred").await;
+    b.wait_text("#confirm-text", "Revoke the credential").await;
+    b.click("#confirm-ok").await;
+    b.wait_for(
+        "document.querySelector('#revoke-cred') && document.querySelector('#revoke-cred').disabled",
+        "revoked",
+    )
+    .await;
+    let r = agent
+        .call(
+            Method::POST,
+            "/api/agent/v1/heartbeat",
+            Some(&json!({"environment": "installer"})),
+        )
+        .await;
+    assert!(r.is_err(), "a revoked credential still works");
 
     // Phone width.
     b.cmd(
@@ -542,17 +607,34 @@ async fn root_dashboard_walk() {
     .await;
 
     // No page or response shows a secret.
-    for route in ["#/credentials", "#/images", "#/roles", "#/settings", "#/installer", "#/machines"] {
+    for route in [
+        "#/credentials",
+        "#/images",
+        "#/roles",
+        "#/settings",
+        "#/installer",
+        "#/machines",
+    ] {
         b.goto(&format!("{url}{route}")).await;
-        b.wait_for("document.getElementById('view').dataset.page", route).await;
+        b.wait_for("document.getElementById('view').dataset.page", route)
+            .await;
         let src = b.source().await;
-        assert!(!src.contains(password), "{route} shows the registry password");
+        assert!(
+            !src.contains(password),
+            "{route} shows the registry password"
+        );
         assert!(!src.contains(&live.admin), "{route} shows the API key");
     }
     let (_, creds) = with_cookie(&live, Method::GET, "/api/registry-credentials", &sid, &[]).await;
-    assert!(creds.contains("registry.lan:5000") && !creds.contains(password), "{creds}");
+    assert!(
+        creds.contains("registry.lan:5000") && !creds.contains(password),
+        "{creds}"
+    );
     let (_, session) = with_cookie(&live, Method::GET, "/api/session", &sid, &[]).await;
-    assert!(!session.contains(&live.admin) && !session.contains(&sid), "{session}");
+    assert!(
+        !session.contains(&live.admin) && !session.contains(&sid),
+        "{session}"
+    );
 
     // Sign out deletes the session: the old cookie is refused.
     b.click("#signout").await;

@@ -92,7 +92,9 @@ async fn load(st: &AppStateRef, value: &str) -> ApiResult<(User, SessionInfo)> {
         .fetch_optional(&st.db.pool)
         .await?
         .ok_or_else(|| {
-            ApiError::unauthorized("unknown or signed-out session (or its API key was revoked); sign in again")
+            ApiError::unauthorized(
+                "unknown or signed-out session (or its API key was revoked); sign in again",
+            )
         })?;
     let expires: i64 = row.try_get("expires_at")?;
     if expires <= now_ms() {
@@ -150,7 +152,9 @@ pub async fn sign_in(
         .fetch_optional(&st.db.pool)
         .await?
         .ok_or_else(|| {
-            ApiError::unauthorized("unknown or revoked API key; check the key (it starts with kiln_)")
+            ApiError::unauthorized(
+                "unknown or revoked API key; check the key (it starts with kiln_)",
+            )
         })?;
     let key_id: String = row.try_get("id")?;
     let value = new_credential("ks_");

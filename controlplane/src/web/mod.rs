@@ -38,7 +38,10 @@ fn asset(content_type: &'static str, body: &'static str) -> impl IntoResponse {
 /// The dashboard routes: `/`, `/ui/app.js`, `/ui/app.css`, `/ui/icon.svg`.
 pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
-        .route("/", get(|| async { asset("text/html; charset=utf-8", INDEX) }))
+        .route(
+            "/",
+            get(|| async { asset("text/html; charset=utf-8", INDEX) }),
+        )
         .route(
             "/ui/app.js",
             get(|| async { asset("text/javascript; charset=utf-8", SCRIPT) }),
@@ -47,5 +50,8 @@ pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
             "/ui/app.css",
             get(|| async { asset("text/css; charset=utf-8", STYLE) }),
         )
-        .route("/ui/icon.svg", get(|| async { asset("image/svg+xml", ICON) }))
+        .route(
+            "/ui/icon.svg",
+            get(|| async { asset("image/svg+xml", ICON) }),
+        )
 }
