@@ -201,3 +201,61 @@ pub async fn sign_out(State(st): State<AppStateRef>, parts: Parts) -> ApiResult<
         .insert(header::SET_COOKIE, set_cookie("", 0));
     Ok(resp)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cookie_is_found_among_others() {
+        let cases: &[(&[&str], Option<&str>)] = &[
+            (&[], None),
+            (&["a=1"], None),
+            (&["kiln_session=ks_x"], Some("ks_x")),
+            (&["a=1; kiln_session=ks_y; b=2"], Some("ks_y")),
+            (&["a=1", "kiln_session=ks_z"], Some("ks_z")),
+            (&["kiln_sessionx=ks_no"], None),
+        ];
+        for (headers, want) in cases {
+            let mut map = HeaderMap::new();
+            for h in *headers {
+                map.append(header::COOKIE, HeaderValue::from_str(h).unwrap());
+            }
+            assert_eq!(cookie(&map), *want, "{headers:?}");
+        }
+    }
+
+    #[test]
+    fn origin_must_be_this_server() {
+        let cases = [
+            (None, true),
+            (Some("https://kiln.lan:8443"), true),
+            (Some("http://kiln.lan:8443"), false),
+            (Some("https://evil.example"), false),
+            (Some("null"), false),
+        ];
+        for (origin, ok) in cases {
+            let mut map = HeaderMap::new();
+            map.insert(header::HOST, HeaderValue::from_static("kiln.lan:8443"));
+            if let Some(o) = origin {
+                map.insert(header::ORIGIN, HeaderValue::from_str(o).unwrap());
+            }
+            assert_eq!(check_origin(&map).is_ok(), ok, "{origin:?}");
+        }
+    }
+
+    #[test]
+    fn cookie_attributes() {
+        let v = set_cookie("ks_abc", 60);
+        let v = v.to_str().unwrap();
+        for attr in [
+            "HttpOnly",
+            "Secure",
+            "SameSite=Strict",
+            "Path=/",
+            "Max-Age=60",
+        ] {
+            assert!(v.contains(attr), "{v} lacks {attr}");
+        }
+    }
+}
