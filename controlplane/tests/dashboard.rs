@@ -9,8 +9,7 @@
 mod common;
 
 use base64::Engine;
-use common::Live;
-use kiln_controlplane::client::Client;
+use common::{Live, ev, post_events};
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::path::PathBuf;
@@ -258,21 +257,6 @@ fn inventory() -> Value {
         "disks": [{"name": "nvme0n1", "size_bytes": 480u64 << 30, "model": "Samsung PM983", "rotational": false},
                   {"name": "sda", "size_bytes": 4u64 << 40, "rotational": true}],
         "nics": [{"name": "eno1", "mac": "0c:c4:7a:00:00:07", "speed_mbps": 10000}]})
-}
-
-async fn post_events(agent: &Client, run: &str, events: Vec<Value>) {
-    agent
-        .call(
-            Method::POST,
-            &format!("/api/agent/v1/runs/{run}/events"),
-            Some(&json!({"events": events})),
-        )
-        .await
-        .unwrap();
-}
-
-fn ev(seq: u64, event: Value) -> Value {
-    json!({"seq": seq, "at": time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap(), "event": event})
 }
 
 /// A raw HTTPS request with a session cookie, as a forger or a stale tab would send it.
