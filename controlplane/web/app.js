@@ -485,7 +485,7 @@ async function installerPage() {
   const life = h("select", { id: "iso-lifetime" }, LIFETIMES.map(l => h("option", { value: l, text: l, selected: l === "1d" })));
   const tokenIso = h("a", { class: "button", id: "iso-token", href: "/api/installer/iso?token_ttl=1d", download: "kiln-token.iso", text: "ISO with a baked token" });
   life.addEventListener("change", () => tokenIso.setAttribute("href", `/api/installer/iso?token_ttl=${life.value}`));
-  const oneLiner = `curl -fsSk ${info.public_url}/install.sh | KILN_TOKEN=<token> sh`;
+  const oneLiner = `curl -sfL --cacert ca.pem ${info.public_url}/install.sh | KILN_TOKEN=<token> bash -`;
   const line = h("input", { id: "install-line", readonly: true, value: oneLiner, spellcheck: "false" });
   page("Installer",
     h("section", { class: "card" }, h("h2", { text: "Boot media" }),
@@ -500,7 +500,7 @@ async function installerPage() {
         h("a", { class: "button secondary", id: "dl-ipxe", href: "/boot.ipxe", text: "iPXE script" }),
         h("a", { class: "button secondary", href: "/ca.pem", text: "CA certificate" }))),
     h("section", { class: "card" }, h("h2", { text: "Existing Linux machine" }),
-      field("install.sh one-liner", line, "Create a token on the Tokens page and put it in place of <token>."),
+      field("install.sh one-liner", line, "Download the CA certificate above as ca.pem (install.sh then checks its pin), create a token on the Tokens page and put it in place of <token>."),
       h("button", { type: "button", class: "secondary", text: "Copy", onclick: () => { line.select(); document.execCommand("copy"); } })),
     h("section", { class: "card" }, h("h2", { text: "Artifacts" }), table(["File", "Available", "Size"],
       arts.map(a => [h("a", { href: a.url, text: a.name }), a.available ? "yes" : (a.build_hint || "no"),
