@@ -637,4 +637,19 @@ async fn root_dashboard_walk() {
     b.goto(&url).await;
     b.wait_text("#signin-error", "session expired").await;
     b.screenshot("16-session-expired").await;
+
+    // A forged session cookie is refused the same way.
+    b.cmd(
+        Method::POST,
+        "/cookie",
+        Some(
+            json!({"cookie": {"name": "kiln_session", "value": "ks_forged", "path": "/",
+            "secure": true, "httpOnly": true}}),
+        ),
+    )
+    .await;
+    b.goto(&format!("{url}#/tokens")).await;
+    b.cmd(Method::POST, "/refresh", Some(json!({}))).await;
+    b.wait_text("#signin-error", "unknown or signed-out session")
+        .await;
 }
