@@ -15,3 +15,4 @@ pub mod secrets;
 pub mod server;
 pub mod tls;
 pub mod tokens;
+pub mod web;

@@ -4,8 +4,7 @@
 
 mod common;
 
-use common::Live;
-use kiln_controlplane::client::Client;
+use common::{Live, ev, post_events};
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::process::{Command, Output, Stdio};
@@ -61,10 +60,6 @@ fn inventory(system_uuid: &str) -> Value {
     json!({"hostname": format!("host-{system_uuid}"), "arch": "x86_64", "cpu_cores": 2,
         "memory_bytes": 1u64 << 30, "system_uuid": system_uuid,
         "disks": [{"name": "vda", "size_bytes": 10u64 << 30, "rotational": false}]})
-}
-
-fn ev(seq: u64, event: Value) -> Value {
-    json!({"seq": seq, "at": "2026-01-01T00:00:00Z", "event": event})
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -454,17 +449,6 @@ async fn kilnctl_main_flows() {
         .output()
         .unwrap();
     assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("kilnctl"));
-}
-
-async fn post_events(agent: &Client, run: &str, events: Vec<Value>) {
-    agent
-        .call(
-            Method::POST,
-            &format!("/api/agent/v1/runs/{run}/events"),
-            Some(&json!({"events": events})),
-        )
-        .await
-        .unwrap();
 }
 
 /// The served install.sh, run by bash into a prefix without systemd: installs the agent, CA

@@ -181,7 +181,9 @@ pub struct MaybeUser(pub Option<User>);
 impl FromRequestParts<AppStateRef> for MaybeUser {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, st: &AppStateRef) -> ApiResult<MaybeUser> {
-        if parts.headers.contains_key(header::AUTHORIZATION) {
+        if parts.headers.contains_key(header::AUTHORIZATION)
+            || super::session::cookie(&parts.headers).is_some()
+        {
             Ok(MaybeUser(Some(User::from_request_parts(parts, st).await?)))
         } else {
             Ok(MaybeUser(None))

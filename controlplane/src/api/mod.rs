@@ -12,6 +12,7 @@ pub mod machines;
 pub mod metrics;
 pub mod names;
 pub mod openapi;
+pub mod session;
 
 use crate::db::Db;
 use crate::metrics::Metrics;
@@ -210,6 +211,11 @@ impl FromRequestParts<AppStateRef> for User {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppStateRef) -> ApiResult<User> {
+        if bearer(parts).is_none()
+            && let Some(user) = session::user_from_cookie(parts, state).await?
+        {
+            return Ok(user);
+        }
         let key = bearer(parts).ok_or_else(|| {
             ApiError::unauthorized("missing API key: send `Authorization: Bearer kiln_...`")
         })?;
@@ -368,6 +374,12 @@ pub fn router(state: AppStateRef) -> Router {
     let api = Router::new()
         .route("/api/info", get(info))
         .route(
+            "/api/session",
+            get(session::current)
+                .post(session::sign_in)
+                .delete(session::sign_out),
+        )
+        .route(
             "/api/accounts",
             get(a::list_accounts).post(a::create_account),
         )
@@ -432,7 +444,8 @@ pub fn router(state: AppStateRef) -> Router {
         .route("/boot.ipxe", get(artifacts::boot_ipxe))
         .route("/api/installer/iso", get(artifacts::installer_iso))
         .route("/artifacts", get(artifacts::index))
-        .route("/artifacts/{name}", get(artifacts::file));
+        .route("/artifacts/{name}", get(artifacts::file))
+        .merge(crate::web::router());
     api.layer(axum::middleware::from_fn_with_state(
         state.clone(),
         metrics::track,

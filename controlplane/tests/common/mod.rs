@@ -372,3 +372,20 @@ impl Drop for Postgres {
             .output();
     }
 }
+
+/// A run event as the agent sends it, with sequence number `seq`.
+pub fn ev(seq: u64, event: Value) -> Value {
+    serde_json::json!({"seq": seq, "at": "2026-01-01T00:00:00Z", "event": event})
+}
+
+/// Posts run events as the agent holding `agent`'s credential.
+pub async fn post_events(agent: &kiln_controlplane::client::Client, run: &str, events: Vec<Value>) {
+    agent
+        .call(
+            reqwest::Method::POST,
+            &format!("/api/agent/v1/runs/{run}/events"),
+            Some(&serde_json::json!({"events": events})),
+        )
+        .await
+        .unwrap();
+}
