@@ -34,18 +34,50 @@ pub struct TlsMaterial {
 }
 
 /// Generates the CA and server certificate into `dir` unless they exist. `names` are the DNS
-/// names and IP addresses the server certificate is valid for.
+/// names and IP addresses the server certificate is valid for: when they differ from the
+/// names the existing certificate was issued for (`server.names`), the server certificate is
+/// issued again by the same CA, so the pin agents hold stays valid.
 pub fn ensure_generated(dir: &Path, names: &[String]) -> Result<TlsFiles> {
     let files = TlsFiles {
         ca_cert: dir.join("ca.pem"),
         server_cert: dir.join("server.pem"),
         server_key: dir.join("server.key"),
     };
-    if files.ca_cert.exists() && files.server_cert.exists() && files.server_key.exists() {
+    let names_file = dir.join("server.names");
+    let ca_key_file = dir.join("ca.key");
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    if !(files.ca_cert.exists() && ca_key_file.exists()) {
+        let ca_key = KeyPair::generate().context("generating CA key")?;
+        let ca_cert = ca_params()?
+            .self_signed(&ca_key)
+            .context("self-signing CA")?;
+        std::fs::write(&files.ca_cert, ca_cert.pem())
+            .with_context(|| format!("writing {}", files.ca_cert.display()))?;
+        crate::secrets::write_private(&ca_key_file, ca_key.serialize_pem().as_bytes())?;
+        let _ = std::fs::remove_file(&names_file);
+    }
+    let wanted = names.join("\n");
+    let issued = std::fs::read_to_string(&names_file).ok();
+    if files.server_cert.exists() && files.server_key.exists() && issued.as_deref() == Some(&wanted)
+    {
         return Ok(files);
     }
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let ca_key = KeyPair::generate().context("generating CA key")?;
+    if issued.is_some() {
+        tracing::warn!(
+            was = issued.as_deref().unwrap_or("").replace('\n', ","),
+            now = names.join(","),
+            "TLS names changed: issuing the server certificate again (same CA, same pin)"
+        );
+    }
+    issue_server_cert(dir, &files, names)?;
+    std::fs::write(&names_file, wanted)
+        .with_context(|| format!("writing {}", names_file.display()))?;
+    Ok(files)
+}
+
+/// The generated CA's parameters (the same each time: the server certificate's issuer name
+/// must match the CA certificate's subject).
+fn ca_params() -> Result<CertificateParams> {
     let mut ca = CertificateParams::new(Vec::<String>::new()).context("CA parameters")?;
     ca.distinguished_name
         .push(DnType::CommonName, "Kiln control plane CA");
@@ -54,31 +86,43 @@ pub fn ensure_generated(dir: &Path, names: &[String]) -> Result<TlsFiles> {
     let now = time::OffsetDateTime::now_utc();
     ca.not_before = now - time::Duration::days(1);
     ca.not_after = now + time::Duration::days(3650);
-    let not_before = ca.not_before;
-    let ca_cert = ca.self_signed(&ca_key).context("self-signing CA")?;
+    Ok(ca)
+}
 
+/// A server certificate for `names`, signed by the CA in `dir`, with the CA appended.
+fn issue_server_cert(dir: &Path, files: &TlsFiles, names: &[String]) -> Result<()> {
+    let ca_key_file = dir.join("ca.key");
+    let ca_key_pem = std::fs::read_to_string(&ca_key_file)
+        .with_context(|| format!("reading {}", ca_key_file.display()))?;
+    let ca_key = KeyPair::from_pem(&ca_key_pem)
+        .with_context(|| format!("parsing {}", ca_key_file.display()))?;
+    let issuer = ca_params()?.self_signed(&ca_key).context("CA issuer")?;
+    let ca_pem = std::fs::read_to_string(&files.ca_cert)
+        .with_context(|| format!("reading {}", files.ca_cert.display()))?;
     let server_key = KeyPair::generate().context("generating server key")?;
     let mut server = CertificateParams::new(names.to_vec())
-        .with_context(|| format!("server certificate names {names:?}"))?;
+        .with_context(|| format!("server certificate names {}", names.join(", ")))?;
     server.distinguished_name.push(
         DnType::CommonName,
         names.first().map(String::as_str).unwrap_or("kiln"),
     );
     server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    server.not_before = not_before;
+    let now = time::OffsetDateTime::now_utc();
+    server.not_before = now - time::Duration::days(1);
     server.not_after = now + time::Duration::days(825);
     let server_cert = server
-        .signed_by(&server_key, &ca_cert, &ca_key)
+        .signed_by(&server_key, &issuer, &ca_key)
         .context("signing server certificate")?;
-
-    std::fs::write(&files.ca_cert, ca_cert.pem())
-        .with_context(|| format!("writing {}", files.ca_cert.display()))?;
-    crate::secrets::write_private(&dir.join("ca.key"), ca_key.serialize_pem().as_bytes())?;
-    let chain = format!("{}{}", server_cert.pem(), ca_cert.pem());
-    std::fs::write(&files.server_cert, chain)
+    std::fs::write(&files.server_cert, format!("{}{ca_pem}", server_cert.pem()))
         .with_context(|| format!("writing {}", files.server_cert.display()))?;
-    crate::secrets::write_private(&files.server_key, server_key.serialize_pem().as_bytes())?;
-    Ok(files)
+    // write_private creates the file exclusively (never through a planted link).
+    match std::fs::remove_file(&files.server_key) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(e).with_context(|| format!("replacing {}", files.server_key.display()));
+        }
+        _ => {}
+    }
+    crate::secrets::write_private(&files.server_key, server_key.serialize_pem().as_bytes())
 }
 
 /// Loads certificate files into a rustls server configuration.
@@ -150,5 +194,39 @@ mod tests {
             "CA must survive restarts"
         );
         assert_eq!(pin_of_pem(&second.ca_pem).unwrap(), second.ca_sha256);
+    }
+
+    /// Whether the server certificate (its DER: SAN names are plain ASCII) names `name`.
+    fn has_name(files: &TlsFiles, name: &str) -> bool {
+        let pem = std::fs::read_to_string(&files.server_cert).unwrap();
+        let leaf = rustls_pemfile::certs(&mut pem.as_bytes())
+            .next()
+            .unwrap()
+            .unwrap();
+        leaf.windows(name.len()).any(|w| w == name.as_bytes())
+    }
+
+    #[test]
+    fn new_names_reissue_the_server_certificate_under_the_same_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+        let files = ensure_generated(dir.path(), &names).unwrap();
+        let before = load(&files).unwrap();
+        let leaf_before = std::fs::read(&files.server_cert).unwrap();
+        assert!(!has_name(&files, "kiln.lab"));
+        let more = vec![
+            "kiln.lab".to_string(),
+            "localhost".into(),
+            "127.0.0.1".into(),
+        ];
+        let files = ensure_generated(dir.path(), &more).unwrap();
+        let after = load(&files).unwrap();
+        assert_eq!(before.ca_sha256, after.ca_sha256, "the pin stays");
+        assert_ne!(leaf_before, std::fs::read(&files.server_cert).unwrap());
+        assert!(has_name(&files, "kiln.lab"));
+        // The same names again: nothing is re-issued.
+        let leaf = std::fs::read(&files.server_cert).unwrap();
+        ensure_generated(dir.path(), &more).unwrap();
+        assert_eq!(leaf, std::fs::read(&files.server_cert).unwrap());
     }
 }

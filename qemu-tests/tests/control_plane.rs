@@ -10,7 +10,7 @@
 mod support;
 
 use anyhow::{Context, Result, ensure};
-use kiln_qemu_tests::{Boot, Bus, Guest, GuestBuilder, artifacts};
+use kiln_qemu_tests::{Boot, Bus, Firmware, Guest, GuestBuilder, artifacts};
 use kiln_testsupport::server;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -281,10 +281,53 @@ fn debian_image() -> Result<PathBuf> {
     Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
 }
 
+/// The role's user-data of the Debian test: a greeting from runcmd (once per instance), and
+/// a unit that prints, at the end of every start-up, the system state and the failed units
+/// (`systemctl --failed`) on the serial console.
+const DEBIAN_USER_DATA: &str = r#"#cloud-config
+hostname: kiln-debian
+write_files:
+  - path: /usr/local/sbin/kiln-boot-report
+    permissions: '0755'
+    content: |
+      #!/bin/sh
+      while systemctl is-system-running | grep -q -e starting -e initializing; do sleep 1; done
+      echo "KILN-BOOT-DONE $(systemctl is-system-running) failed=[$(systemctl --failed --plain --no-legend | cut -d' ' -f1 | xargs)]" > /dev/ttyS0
+  - path: /etc/systemd/system/kiln-boot-report.service
+    content: |
+      [Unit]
+      Description=Report the end of start-up on ttyS0 (Kiln VM test)
+      [Service]
+      Type=oneshot
+      RemainAfterExit=yes
+      ExecStart=/bin/sh -c '/usr/local/sbin/kiln-boot-report &'
+      [Install]
+      WantedBy=multi-user.target
+runcmd:
+  - [sh, -c, 'echo KILN-RUNCMD-$(hostname) > /dev/ttyS0']
+  - [systemctl, enable, kiln-boot-report.service]
+  - [systemctl, start, --no-block, kiln-boot-report.service]
+"#;
+
+/// The end-of-start-up line of [`DEBIAN_USER_DATA`]: the system must be `running` (not
+/// `degraded`) with no failed unit.
+fn check_boot_report(g: &mut Guest, name: &str, timeout: Duration) -> Result<()> {
+    let started = Instant::now();
+    let line = g.expect("KILN-BOOT-DONE", timeout)?;
+    eprintln!("[{name}] {line} ({:.1?})", started.elapsed());
+    ensure!(
+        line.contains("KILN-BOOT-DONE running failed=[]"),
+        "start-up ended with failed units: {line}"
+    );
+    Ok(())
+}
+
 /// A real Debian 12 (systemd, cloud-init, openssh-server, its own kernel and initrd)
 /// provisioned through the control plane: the installer kexecs into Debian's kernel, real
 /// cloud-init runs the role's user-data from the NoCloud seed, and the agent injected as a
-/// systemd service reconnects.
+/// systemd service reconnects; no unit fails. Then the disk boots cold through the
+/// firmware, under SeaBIOS and under OVMF, with no installer present: Debian comes up with
+/// no failed unit and cloud-init does not run the user-data again.
 #[test]
 #[ignore = "vm: boots QEMU with the Debian 12 image (scripts/build-debian-image), kiln-server, docker-registry (scripts/test vm)"]
 fn vm_debian_image_runs_the_roles_cloud_init() -> Result<()> {
@@ -298,7 +341,7 @@ fn vm_debian_image_runs_the_roles_cloud_init() -> Result<()> {
             &server,
             "debian-12-lab",
             &format!("{REGISTRY_IN_GUEST}/kiln/debian:12"),
-            "#cloud-config\nhostname: kiln-debian\nruncmd:\n  - [sh, -c, 'echo KILN-RUNCMD-$(hostname) > /dev/ttyS0']\n",
+            DEBIAN_USER_DATA,
             tmp.path(),
         )?;
         let size = 4 * GIB;
@@ -331,11 +374,50 @@ fn vm_debian_image_runs_the_roles_cloud_init() -> Result<()> {
                 "[{name}] kexec -> agent heartbeat: {:.1?}",
                 started.elapsed()
             );
-            Ok(())
-        })
+            check_boot_report(g, name, DEBIAN_BOOT)
+        })?;
+        drop(g);
+        for firmware in [Firmware::SeaBios, Firmware::Ovmf] {
+            cold_boot(
+                &format!("{name}-{firmware:?}"),
+                firmware,
+                &target,
+                &server,
+                reg.port,
+            )?;
+        }
+        Ok(())
     })();
     if result.is_err() {
         eprintln!("[{name}] kiln-server log:\n{}", server.log());
     }
     result
+}
+
+/// The provisioned disk `target` booted through `firmware` with no installer: Debian's own
+/// boot loader, no failed unit, and the role's runcmd not run again (once per instance).
+fn cold_boot(
+    name: &str,
+    firmware: Firmware,
+    target: &Path,
+    server: &Server,
+    registry_port: u16,
+) -> Result<()> {
+    let mut g = GuestBuilder::new(name, Boot::Disk)
+        .firmware(firmware)
+        .memory_mib(1024)
+        .disk(target, Bus::Virtio, "KILN-TARGET")
+        .forwarded_nic(&[
+            (SERVER_IN_GUEST, server.port),
+            (REGISTRY_IN_GUEST, registry_port),
+        ])
+        .start()?;
+    g.check(|g| {
+        check_boot_report(g, name, Duration::from_secs(900))?;
+        ensure!(
+            !g.serial_text().contains("KILN-RUNCMD"),
+            "cloud-init ran the user-data again on a cold boot"
+        );
+        Ok(())
+    })
 }

@@ -4,7 +4,7 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use kiln_controlplane::ratelimit::{Limit, RateLimits};
 use kiln_controlplane::server::{self, ServerConfig};
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use tracing_subscriber::EnvFilter;
 
@@ -24,8 +24,10 @@ struct Args {
     /// URL agents reach this server at (default https://<first --tls-name>:<port>).
     #[arg(long, env = "KILN_PUBLIC_URL")]
     public_url: Option<String>,
-    /// DNS name or IP for the generated certificate (repeatable).
-    #[arg(long = "tls-name", default_values = ["localhost", "127.0.0.1"])]
+    /// DNS name or IP for the generated certificate (repeatable), added to localhost and
+    /// 127.0.0.1; the first one names the default public URL. A change issues the server
+    /// certificate again under the same CA (the pin stays).
+    #[arg(long = "tls-name")]
     tls_names: Vec<String>,
     /// Operator-provided certificate chain (PEM); needs --tls-key and --tls-ca.
     #[arg(long)]
@@ -56,6 +58,27 @@ struct Args {
     log_format: String,
 }
 
+/// Where a kilnctl on this host reaches the listener: 127.0.0.1 (or ::1) for a wildcard
+/// address, else the address itself.
+fn local_address(listen: SocketAddr) -> SocketAddr {
+    match listen.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => (Ipv4Addr::LOCALHOST, listen.port()).into(),
+        IpAddr::V6(ip) if ip.is_unspecified() => (Ipv6Addr::LOCALHOST, listen.port()).into(),
+        _ => listen,
+    }
+}
+
+/// The operator's TLS names first (the first names the default public URL), then
+/// localhost and 127.0.0.1 unless given.
+fn with_default_names(mut names: Vec<String>) -> Vec<String> {
+    for d in ["localhost", "127.0.0.1"] {
+        if !names.iter().any(|n| n == d) {
+            names.push(d.to_string());
+        }
+    }
+    names
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
@@ -74,7 +97,7 @@ async fn main() -> Result<()> {
         data_dir: args.data_dir,
         database_url: args.database_url,
         public_url: args.public_url,
-        tls_names: args.tls_names,
+        tls_names: with_default_names(args.tls_names),
         tls_cert: args.tls_cert,
         tls_key: args.tls_key,
         tls_ca: args.tls_ca,
@@ -106,6 +129,11 @@ async fn main() -> Result<()> {
     if let Some(key) = &prepared.admin_key {
         println!("Admin API key (shown only this once, store it now): {key}");
     }
+    println!(
+        "kilnctl on this host: export KILN_SERVER=https://{} KILN_CA_SHA256={} KILN_API_KEY=<the admin key>",
+        local_address(cfg.listen),
+        prepared.tls.ca_sha256
+    );
     tracing::info!(listen = %cfg.listen, ca_sha256 = %prepared.tls.ca_sha256, backend = ?prepared.state.db.backend, "serving");
     let router = kiln_controlplane::api::router(prepared.state.clone());
     server::serve(
