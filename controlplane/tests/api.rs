@@ -2,6 +2,9 @@
 //! (root tier, `root_postgres_api_suite`, which starts its own cluster).
 
 mod common;
+#[path = "api/security.rs"]
+mod security;
+use security::*;
 
 use axum::http::Method;
 use common::{Harness, Postgres, expect, log_text};
@@ -169,7 +172,7 @@ async fn case_tokens(h: &Harness) {
         &[3u8; 32],
         [0; 12],
         format!(r#"{{"v":1,"account":"{account}","iat":0,"exp":9999999999,"roles":[]}}"#)
-            .as_bytes(),
+            .as_bytes()
     );
     let (status, err) = register_err(h, &forged).await;
     assert_eq!(status, 401);
@@ -197,7 +200,7 @@ async fn case_tokens(h: &Harness) {
     expect(
         &h.delete(&format!("/api/admin/token-keys/{old_kid}"), &h.admin)
             .await,
-        204,
+        204
     );
     let (status, err) = register_err(h, &before).await;
     assert_eq!(status, 401);
@@ -278,7 +281,7 @@ async fn case_one_image_rule(h: &Harness) {
             json!({"roles": ["db", "base"]}),
         )
         .await,
-        200,
+        200
     );
 }
 
@@ -417,7 +420,7 @@ async fn case_approval_lockout(h: &Harness) {
     expect(
         &h.post("/api/machines/approve", &other, json!({"code": code}))
             .await,
-        404,
+        404
     );
 
     // The credential is handed out once.
@@ -442,7 +445,7 @@ async fn case_approval_lockout(h: &Harness) {
             json!({"environment": "installer"}),
         )
         .await,
-        200,
+        200
     );
 
     // Expired codes are refused and replaced.
@@ -594,7 +597,7 @@ async fn case_provisioning_flow(h: &Harness) {
             json!({"default_image": "debian-12"}),
         )
         .await,
-        200,
+        200
     );
     let (m, cred) = register(h, &token(h, &key, json!({})).await, "prov-1").await;
 
@@ -639,7 +642,7 @@ async fn case_provisioning_flow(h: &Harness) {
             Some(json!({"kexec_installer": true})),
         )
         .await,
-        200,
+        200
     );
     let r = h
         .post(&format!("/api/machines/{m}/provision"), &key, json!({}))
@@ -669,7 +672,7 @@ async fn case_provisioning_flow(h: &Harness) {
             json!({"confirm_overwrite": true}),
         )
         .await,
-        409,
+        409
     );
 
     // Progress: batched, idempotent, ordered by sequence number.
@@ -751,7 +754,7 @@ async fn case_provisioning_flow(h: &Harness) {
     expect(
         &h.post(&format!("/api/agent/v1/runs/{run2}/events"), &cred, fail)
             .await,
-        200,
+        200
     );
     let runs = h.get(&format!("/api/machines/{m}/runs"), &key).await;
     assert_eq!(expect(&runs, 200).as_array().unwrap().len(), 2);
@@ -783,7 +786,7 @@ async fn case_provisioning_flow(h: &Harness) {
             json!({}),
         )
         .await,
-        204,
+        204
     );
     expect(
         &h.post(
@@ -792,7 +795,7 @@ async fn case_provisioning_flow(h: &Harness) {
             json!({"action": "reboot"}),
         )
         .await,
-        201,
+        201
     );
     assert_eq!(
         h.get("/api/agent/v1/orders", &cred).await.json["order"]["kind"],
@@ -807,7 +810,7 @@ async fn case_provisioning_flow(h: &Harness) {
             json!({"environment": "installed"}),
         )
         .await,
-        200,
+        200
     );
     h.sql("UPDATE machines SET last_seen_at = 1 WHERE id = $1", &[&m])
         .await;
@@ -822,7 +825,7 @@ async fn case_provisioning_flow(h: &Harness) {
             json!({"environment": "installed"}),
         )
         .await,
-        200,
+        200
     );
     assert_eq!(
         h.get(&format!("/api/machines/{m}"), &key).await.json["state"],
@@ -841,7 +844,7 @@ async fn case_provisioning_flow(h: &Harness) {
             json!({"environment": "installed"}),
         )
         .await,
-        401,
+        401
     );
     expect(
         &h.post(
@@ -850,12 +853,12 @@ async fn case_provisioning_flow(h: &Harness) {
             json!({"environment": "installed"}),
         )
         .await,
-        200,
+        200
     );
     expect(
         &h.delete(&format!("/api/machines/{m}/credential"), &key)
             .await,
-        204,
+        204
     );
     expect(
         &h.post(
@@ -864,7 +867,7 @@ async fn case_provisioning_flow(h: &Harness) {
             json!({"environment": "installed"}),
         )
         .await,
-        401,
+        401
     );
     assert_eq!(
         h.get(&format!("/api/machines/{m}"), &key).await.json["has_credential"],
@@ -910,7 +913,7 @@ async fn case_images(h: &Harness) {
             json!({"name": "mine", "oci_url": "a/b:c"}),
         )
         .await,
-        409,
+        409
     );
     let r = h
         .post(
@@ -931,7 +934,7 @@ async fn case_images(h: &Harness) {
     expect(&r, 400);
     expect(
         &h.post("/api/images", &key, json!({"name": "none"})).await,
-        400,
+        400
     );
 
     assert_eq!(
@@ -977,7 +980,7 @@ async fn case_images(h: &Harness) {
             json!({"name": "ubuntu-24.04", "oci_url": "x/y:z"}),
         )
         .await,
-        403,
+        403
     );
 
     role(h, &key, "uses-mine", Some("mine"), None).await;
@@ -1016,7 +1019,7 @@ async fn case_account_scoping(h: &Harness) {
     expect(
         &h.post(&format!("/api/machines/{m}/provision"), &b, json!({}))
             .await,
-        404,
+        404
     );
     expect(&h.get("/api/images/a-img", &b).await, 404);
     expect(&h.get("/api/roles/a-role", &b).await, 404);
@@ -1025,7 +1028,7 @@ async fn case_account_scoping(h: &Harness) {
     image(h, &b, "a-img").await;
     expect(
         &h.post("/api/accounts", &a, json!({"name": "sneaky"})).await,
-        403,
+        403
     );
     expect(&h.get("/api/accounts", &a).await, 403);
     expect(&h.get("/api/machines", "kiln_bogus").await, 401);
@@ -1041,13 +1044,13 @@ async fn case_account_scoping(h: &Harness) {
             &a,
         )
         .await,
-        204,
+        204
     );
     expect(&h.get("/api/machines", ci).await, 401);
     expect(
         &h.post("/api/api-keys", &a, json!({"name": "x", "admin": true}))
             .await,
-        403,
+        403
     );
 }
 
@@ -1419,6 +1422,7 @@ sqlite_cases! {
     sqlite_account_scoping => case_account_scoping,
     sqlite_server_endpoints => case_server_endpoints,
     sqlite_installer_iso => case_installer_iso,
+    sqlite_machine_takeover => case_machine_takeover,
 }
 
 // ------------------------------------------------------------------ PostgreSQL (root tier)
@@ -1447,6 +1451,9 @@ async fn root_postgres_api_suite() {
         case_account_scoping,
         case_server_endpoints,
         case_installer_iso
+    );
+    run!(
+        case_machine_takeover
     );
     // In-memory limits, but the limited endpoints still write to PostgreSQL.
     let h = rate_limited_harness(Some(pg.database("case_rate_limits").await)).await;

@@ -49,8 +49,92 @@ fn token_error(e: TokenError) -> ApiError {
     }
 }
 
-/// Registration with a bootstrap token: approved at once, with the token's roles. A machine
-/// registering again (same system UUID) keeps its identity and gets a new credential.
+/// The machine credential a registering agent may send (`Authorization: Bearer kmc_...`):
+/// the only proof that re-identifies a known machine.
+pub struct MaybeCredential(Option<String>);
+
+impl axum::extract::FromRequestParts<AppStateRef> for MaybeCredential {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, _: &AppStateRef) -> ApiResult<Self> {
+        Ok(MaybeCredential(super::bearer(parts).map(str::to_string)))
+    }
+}
+
+/// Re-identifies the machine holding `credential`: same identity, a new credential (the old
+/// one is spent), the inventory refreshed.
+async fn reidentify(
+    st: &AppStateRef,
+    credential: &str,
+    req: &RegisterRequest,
+    inventory: &str,
+    now: i64,
+) -> ApiResult<(StatusCode, Json<RegisterResponse>)> {
+    let unknown = || {
+        ApiError::unauthorized(
+            "the machine credential sent with this registration is unknown or revoked; \
+             register without it (a new machine) or with the machine's current credential",
+        )
+    };
+    let row = sqlx::query("SELECT id FROM machines WHERE credential_hash = $1")
+        .bind(hash_credential(credential))
+        .fetch_optional(&st.db.pool)
+        .await?
+        .ok_or_else(unknown)?;
+    let id = parse_uuid(&row.try_get::<String, _>("id")?)?;
+    let fresh = new_credential("kmc_");
+    let res = sqlx::query(
+        "UPDATE machines SET credential_hash = $1, credential_issued_at = $2, inventory = $3, \
+         hostname = COALESCE($4, hostname), last_seen_at = $2, environment = 'installer' \
+         WHERE id = $5 AND credential_hash = $6",
+    )
+    .bind(hash_credential(&fresh))
+    .bind(now)
+    .bind(inventory)
+    .bind(&req.inventory.hostname)
+    .bind(id.to_string())
+    .bind(hash_credential(credential))
+    .execute(&st.db.pool)
+    .await?;
+    if res.rows_affected() == 0 {
+        return Err(unknown());
+    }
+    tracing::info!(machine = %id, "machine re-identified by its credential");
+    Ok((
+        StatusCode::CREATED,
+        Json(RegisterResponse::Approved {
+            machine_uuid: id,
+            credential: fresh,
+        }),
+    ))
+}
+
+/// The machine of `account` a new registration with `system_uuid` may duplicate: the one
+/// not itself flagged, when exactly one such machine has that UUID.
+async fn duplicate_candidate(
+    st: &AppState,
+    account: Uuid,
+    system_uuid: Option<&str>,
+) -> ApiResult<Option<String>> {
+    let Some(su) = system_uuid else {
+        return Ok(None);
+    };
+    let rows = sqlx::query(
+        "SELECT id FROM machines WHERE account_id = $1 AND LOWER(system_uuid) = $2 \
+         AND duplicate_of IS NULL ORDER BY created_at LIMIT 2",
+    )
+    .bind(account.to_string())
+    .bind(su.to_ascii_lowercase())
+    .fetch_all(&st.db.pool)
+    .await?;
+    Ok(match rows.as_slice() {
+        [one] => Some(one.try_get("id")?),
+        _ => None,
+    })
+}
+
+/// Registration with a bootstrap token: a new machine, approved at once, with the token's
+/// roles. A token never yields a known machine's identity: when the system UUID matches one,
+/// the new machine records it as `duplicate_of` for the operator (docs/protocol.md).
 async fn register_with_token(
     st: &AppStateRef,
     token: &str,
@@ -73,60 +157,32 @@ async fn register_with_token(
             ))
         })?;
     let credential = new_credential("kmc_");
-    // A machine re-registering (e.g. booted into the installer again) keeps its identity.
-    let existing = match system_uuid {
-        Some(su) => {
-            sqlx::query("SELECT id FROM machines WHERE account_id = $1 AND system_uuid = $2")
-                .bind(claims.account.to_string())
-                .bind(su)
-                .fetch_optional(&st.db.pool)
-                .await?
-                .map(|r| r.try_get::<String, _>("id"))
-                .transpose()?
-        }
-        None => None,
-    };
-    let id = match existing {
-        Some(id) => {
-            let id = parse_uuid(&id)?;
-            sqlx::query(
-                "UPDATE machines SET credential_hash = $1, credential_issued_at = $2, inventory = $3, \
-                 hostname = COALESCE($4, hostname), last_seen_at = $2, environment = 'installer' WHERE id = $5",
-            )
-            .bind(hash_credential(&credential))
-            .bind(now)
-            .bind(inventory)
-            .bind(&req.inventory.hostname)
-            .bind(id.to_string())
-            .execute(&st.db.pool)
-            .await?;
-            id
-        }
-        None => {
-            let id = Uuid::new_v4();
-            sqlx::query(
-                "INSERT INTO machines (id, account_id, state, hostname, system_uuid, inventory, \
-                 credential_hash, credential_issued_at, environment, last_seen_at, created_at) \
-                 VALUES ($1, $2, 'approved', $3, $4, $5, $6, $7, 'installer', $7, $7)",
-            )
-            .bind(id.to_string())
-            .bind(claims.account.to_string())
-            .bind(&req.inventory.hostname)
-            .bind(system_uuid)
-            .bind(inventory)
-            .bind(hash_credential(&credential))
-            .bind(now)
-            .execute(&st.db.pool)
-            .await?;
-            id
-        }
-    };
+    let duplicate_of = duplicate_candidate(st, claims.account, system_uuid.as_deref()).await?;
+    let id = Uuid::new_v4();
+    sqlx::query(
+        "INSERT INTO machines (id, account_id, state, hostname, system_uuid, inventory, \
+         credential_hash, credential_issued_at, environment, last_seen_at, created_at, duplicate_of) \
+         VALUES ($1, $2, 'approved', $3, $4, $5, $6, $7, 'installer', $7, $7, $8)",
+    )
+    .bind(id.to_string())
+    .bind(claims.account.to_string())
+    .bind(&req.inventory.hostname)
+    .bind(system_uuid)
+    .bind(inventory)
+    .bind(hash_credential(&credential))
+    .bind(now)
+    .bind(&duplicate_of)
+    .execute(&st.db.pool)
+    .await?;
     for role in roles {
         sqlx::query("INSERT INTO machine_roles (machine_id, role_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
             .bind(id.to_string())
             .bind(role.id.to_string())
             .execute(&st.db.pool)
             .await?;
+    }
+    if let Some(d) = &duplicate_of {
+        tracing::warn!(machine = %id, duplicate_of = %d, "machine registered with the system UUID of a known machine");
     }
     tracing::info!(machine = %id, account = %claims.account, "machine registered with bootstrap token");
     Ok((
@@ -139,15 +195,19 @@ async fn register_with_token(
 }
 
 #[utoipa::path(post, path = "/api/agent/v1/register", tag = "agent", request_body = RegisterRequest,
-    responses((status = 201, body = RegisterResponse), (status = 401, description = "token invalid, tampered, expired or of an unknown key")))]
+    responses((status = 201, body = RegisterResponse), (status = 401, description = "token invalid, tampered, expired or of an unknown key, or machine credential unknown")))]
 pub async fn register(
     State(st): State<AppStateRef>,
     ip: ClientIp,
     _: Versioned,
+    MaybeCredential(credential): MaybeCredential,
     Json(req): Json<RegisterRequest>,
 ) -> ApiResult<(StatusCode, Json<RegisterResponse>)> {
     let now = now_ms();
     let inventory = serde_json::to_string(&req.inventory).map_err(anyhow::Error::from)?;
+    if let Some(credential) = &credential {
+        return reidentify(&st, credential, &req, &inventory, now).await;
+    }
     let system_uuid = req.inventory.system_uuid.clone().filter(|s| !s.is_empty());
     if let Some(token) = &req.token {
         return register_with_token(&st, token, &req, &inventory, &system_uuid, now).await;

@@ -69,9 +69,13 @@ pub struct Machine {
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     pub inventory: Inventory,
+    /// The machine this one may duplicate: registered with a bootstrap token and the SMBIOS
+    /// UUID of that known machine (a reinstalled box, or someone holding the token). It never
+    /// received that machine's identity; delete whichever record is stale.
+    pub duplicate_of: Option<Uuid>,
 }
 
-const MACHINE_COLS: &str = "id, state, hostname, inventory, kexec_installer, credential_hash, \
+const MACHINE_COLS: &str = "id, state, hostname, inventory, kexec_installer, credential_hash, duplicate_of, \
                             environment, last_seen_at, created_at";
 
 /// The state shown: the stored one, or offline when heartbeats stopped.
@@ -110,6 +114,11 @@ async fn machine_from_row(st: &AppState, r: &AnyRow) -> ApiResult<Machine> {
         last_seen_at: last_seen.map(ms_to_time),
         created_at: ms_to_time(r.try_get("created_at")?),
         inventory: serde_json::from_str(&inventory).unwrap_or_default(),
+        duplicate_of: r
+            .try_get::<Option<String>, _>("duplicate_of")?
+            .as_deref()
+            .map(parse_uuid)
+            .transpose()?,
     })
 }
 

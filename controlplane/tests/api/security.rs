@@ -1,0 +1,62 @@
+//! Security cases of the API suite (issue 11): what a bootstrap token, another account or an
+//! anonymous client must not reach. Run on SQLite and PostgreSQL like every case.
+
+use super::common::{self, Harness, expect};
+use super::{inventory, new_account, register, token};
+use axum::http::Method;
+use serde_json::json;
+
+/// `POST /register` with a token, optionally carrying a machine credential; the raw answer.
+async fn register_as(
+    h: &Harness,
+    token: &str,
+    system_uuid: &str,
+    credential: Option<&str>,
+) -> common::Resp {
+    h.call(
+        Method::POST,
+        "/api/agent/v1/register",
+        credential,
+        Some(json!({"token": token, "inventory": inventory(system_uuid)})),
+    )
+    .await
+}
+
+/// Finding 1: a token and a known `system_uuid` never yield that machine's identity.
+pub async fn case_machine_takeover(h: &Harness) {
+    let key = new_account(h, "takeover").await;
+    let t = token(h, &key, json!({})).await;
+    let su = "4c4c4544-0042-3510-8050-b4c04f4a4d31";
+    let (victim, victim_cred) = register(h, &t, su).await;
+    // The attacker knows the token and the victim's system UUID, not its credential.
+    let r = register_as(h, &t, su, None).await;
+    let j = expect(&r, 201);
+    let intruder = j["machine_uuid"].as_str().unwrap().to_string();
+    let intruder_cred = j["credential"].as_str().unwrap().to_string();
+    assert_ne!(intruder, victim, "a token registration took over {victim}");
+    // The real machine keeps its credential; the new one is flagged as a possible duplicate.
+    let hb = json!({"environment": "installer"});
+    expect(
+        &h.post("/api/agent/v1/heartbeat", &victim_cred, hb.clone())
+            .await,
+        200,
+    );
+    let m = h.get(&format!("/api/machines/{intruder}"), &key).await;
+    assert_eq!(expect(&m, 200)["duplicate_of"], victim.as_str());
+    let m = h.get(&format!("/api/machines/{victim}"), &key).await;
+    assert!(expect(&m, 200)["duplicate_of"].is_null());
+    // The intruder's credential sees none of the victim's orders.
+    let o = h.get("/api/agent/v1/orders", &intruder_cred).await;
+    assert!(expect(&o, 200)["order"].is_null());
+    // Re-identification needs the machine's current credential: same id, new credential.
+    let r = register_as(h, &t, su, Some(&victim_cred)).await;
+    let j = expect(&r, 201);
+    assert_eq!(j["machine_uuid"], victim.as_str());
+    let new_cred = j["credential"].as_str().unwrap().to_string();
+    assert_ne!(new_cred, victim_cred);
+    expect(&h.post("/api/agent/v1/heartbeat", &new_cred, hb).await, 200);
+    // A wrong or stale credential re-identifies nothing.
+    let r = register_as(h, &t, su, Some(&victim_cred)).await;
+    expect(&r, 401);
+}
+
