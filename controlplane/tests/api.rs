@@ -1423,6 +1423,7 @@ sqlite_cases! {
     sqlite_server_endpoints => case_server_endpoints,
     sqlite_installer_iso => case_installer_iso,
     sqlite_machine_takeover => case_machine_takeover,
+    sqlite_placeholder_uuids => case_placeholder_uuids,
 }
 
 // ------------------------------------------------------------------ PostgreSQL (root tier)
@@ -1453,7 +1454,8 @@ async fn root_postgres_api_suite() {
         case_installer_iso
     );
     run!(
-        case_machine_takeover
+        case_machine_takeover,
+        case_placeholder_uuids
     );
     // In-memory limits, but the limited endpoints still write to PostgreSQL.
     let h = rate_limited_harness(Some(pg.database("case_rate_limits").await)).await;

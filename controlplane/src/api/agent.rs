@@ -109,13 +109,13 @@ async fn reidentify(
 }
 
 /// The machine of `account` a new registration with `system_uuid` may duplicate: the one
-/// not itself flagged, when exactly one such machine has that UUID.
+/// not itself flagged, when exactly one such machine has that UUID and it is no placeholder.
 async fn duplicate_candidate(
     st: &AppState,
     account: Uuid,
     system_uuid: Option<&str>,
 ) -> ApiResult<Option<String>> {
-    let Some(su) = system_uuid else {
+    let Some(su) = system_uuid.filter(|s| !crate::smbios::is_placeholder(s)) else {
         return Ok(None);
     };
     let rows = sqlx::query(

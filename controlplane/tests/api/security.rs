@@ -60,3 +60,25 @@ pub async fn case_machine_takeover(h: &Harness) {
     expect(&r, 401);
 }
 
+/// Finding 2: placeholder SMBIOS UUIDs never merge machines nor mark them as duplicates.
+pub async fn case_placeholder_uuids(h: &Harness) {
+    let key = new_account(h, "placeholder").await;
+    let t = token(h, &key, json!({})).await;
+    for su in [
+        "00000000-0000-0000-0000-000000000000",
+        "FFFFFFFF-FFFF-FFFF-FFFF-FFFFFFFFFFFF",
+        "03000200-0400-0500-0006-000700080009",
+        "00020003-0004-0005-0006-000700080009",
+    ] {
+        let (a, _) = register(h, &t, su).await;
+        let (b, _) = register(h, &t, su).await;
+        assert_ne!(a, b, "{su} merged two machines");
+        let m = h.get(&format!("/api/machines/{b}"), &key).await;
+        assert!(
+            expect(&m, 200)["duplicate_of"].is_null(),
+            "{su} is a placeholder, not a duplicate: {}",
+            m.text
+        );
+    }
+}
+
