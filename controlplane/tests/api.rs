@@ -1424,6 +1424,7 @@ sqlite_cases! {
     sqlite_installer_iso => case_installer_iso,
     sqlite_machine_takeover => case_machine_takeover,
     sqlite_placeholder_uuids => case_placeholder_uuids,
+    sqlite_concurrent_provision => case_concurrent_provision,
 }
 
 // ------------------------------------------------------------------ PostgreSQL (root tier)
@@ -1455,7 +1456,8 @@ async fn root_postgres_api_suite() {
     );
     run!(
         case_machine_takeover,
-        case_placeholder_uuids
+        case_placeholder_uuids,
+        case_concurrent_provision
     );
     // In-memory limits, but the limited endpoints still write to PostgreSQL.
     let h = rate_limited_harness(Some(pg.database("case_rate_limits").await)).await;

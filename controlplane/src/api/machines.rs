@@ -585,6 +585,17 @@ pub async fn active_run(db: &Db, machine: Uuid) -> ApiResult<Option<Run>> {
     row.map(|r| run_from_row(&r)).transpose()
 }
 
+/// A run insert refused by the one-active-run index (`runs_one_active`): a concurrent
+/// request won the race.
+fn already_active(machine: Uuid, e: sqlx::Error) -> ApiError {
+    match e.as_database_error() {
+        Some(d) if d.is_unique_violation() => ApiError::conflict(format!(
+            "machine {machine} already has an active run (started by a concurrent request)"
+        )),
+        _ => e.into(),
+    }
+}
+
 /// Body of `POST /api/machines/{id}/provision`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 pub struct ProvisionRequest {
@@ -662,7 +673,8 @@ pub async fn provision(
     .bind(vendor_data)
     .bind(now_ms())
     .execute(&st.db.pool)
-    .await?;
+    .await
+    .map_err(|e| already_active(id, e))?;
     sqlx::query("UPDATE machines SET state = 'provisioning' WHERE id = $1")
         .bind(id.to_string())
         .execute(&st.db.pool)

@@ -2,7 +2,7 @@
 //! anonymous client must not reach. Run on SQLite and PostgreSQL like every case.
 
 use super::common::{self, Harness, expect};
-use super::{inventory, new_account, register, token};
+use super::{image, inventory, new_account, register, token};
 use axum::http::Method;
 use serde_json::json;
 
@@ -80,5 +80,53 @@ pub async fn case_placeholder_uuids(h: &Harness) {
             m.text
         );
     }
+}
+
+/// One raw call on a clone of the router (for concurrent requests); the status.
+async fn raw_status(router: axum::Router, method: Method, path: String, key: String) -> u16 {
+    use tower::ServiceExt;
+    let req = axum::http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("authorization", format!("Bearer {key}"))
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from("{}"))
+        .unwrap();
+    router.oneshot(req).await.unwrap().status().as_u16()
+}
+
+/// Finding 10: concurrent provision requests create exactly one active run.
+pub async fn case_concurrent_provision(h: &Harness) {
+    let key = new_account(h, "race").await;
+    image(h, &key, "race-os").await;
+    expect(
+        &h.put(
+            "/api/account/settings",
+            &key,
+            json!({"default_image": "race-os"}),
+        )
+        .await,
+        200,
+    );
+    let t = token(h, &key, json!({})).await;
+    let (m, _) = register(h, &t, "race-1").await;
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            tokio::spawn(raw_status(
+                h.router.clone(),
+                Method::POST,
+                format!("/api/machines/{m}/provision"),
+                key.clone(),
+            ))
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.push(t.await.unwrap());
+    }
+    statuses.sort();
+    assert_eq!(statuses, [201, 409, 409, 409, 409, 409, 409, 409]);
+    let runs = h.get(&format!("/api/machines/{m}/runs"), &key).await;
+    assert_eq!(expect(&runs, 200).as_array().unwrap().len(), 1);
 }
 
