@@ -1425,6 +1425,7 @@ sqlite_cases! {
     sqlite_machine_takeover => case_machine_takeover,
     sqlite_placeholder_uuids => case_placeholder_uuids,
     sqlite_concurrent_provision => case_concurrent_provision,
+    sqlite_foreign_registry_credential => case_foreign_registry_credential,
 }
 
 // ------------------------------------------------------------------ PostgreSQL (root tier)
@@ -1457,7 +1458,8 @@ async fn root_postgres_api_suite() {
     run!(
         case_machine_takeover,
         case_placeholder_uuids,
-        case_concurrent_provision
+        case_concurrent_provision,
+        case_foreign_registry_credential
     );
     // In-memory limits, but the limited endpoints still write to PostgreSQL.
     let h = rate_limited_harness(Some(pg.database("case_rate_limits").await)).await;

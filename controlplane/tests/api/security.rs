@@ -130,3 +130,36 @@ pub async fn case_concurrent_provision(h: &Harness) {
     assert_eq!(expect(&runs, 200).as_array().unwrap().len(), 1);
 }
 
+/// Finding 11: another account's registry credential is 404, its images stay unnamed.
+pub async fn case_foreign_registry_credential(h: &Harness) {
+    let owner = new_account(h, "cred-owner").await;
+    let other = new_account(h, "cred-other").await;
+    let r = h
+        .post(
+            "/api/registry-credentials",
+            &owner,
+            json!({"registry": "registry.local", "username": "robot", "password": "pw"}),
+        )
+        .await;
+    let cred = expect(&r, 201)["id"].as_str().unwrap().to_string();
+    let r = h
+        .post(
+            "/api/images",
+            &owner,
+            json!({"name": "secret-project-os", "oci_url": "registry.local/os:1",
+                   "registry_credential_id": cred}),
+        )
+        .await;
+    expect(&r, 201);
+    let r = h
+        .delete(&format!("/api/registry-credentials/{cred}"), &other)
+        .await;
+    expect(&r, 404);
+    assert!(!r.text.contains("secret-project-os"), "{}", r.text);
+    // The owner still gets the 409 naming its image.
+    let r = h
+        .delete(&format!("/api/registry-credentials/{cred}"), &owner)
+        .await;
+    assert!(expect(&r, 409)["error"].as_str().unwrap().contains("secret-project-os"));
+}
+
