@@ -1,7 +1,8 @@
 //! Prometheus metrics (text exposition format 0.0.4): the in-memory request series. The
 //! HTTP side (`GET /metrics`, the per-request middleware) is `api::metrics`.
 //!
-//! Counters and latency histograms per method, matched route and status are kept in memory;
+//! Counters and latency histograms per method, matched route and status are kept in memory,
+//! labels from fixed sets only (known methods or `other`, matched routes or `unmatched`);
 //! machine and run gauges are counted from the database at scrape time, so every replica
 //! reports the same fleet numbers.
 
@@ -93,6 +94,19 @@ impl Metrics {
     }
 }
 
+/// The methods with a series of their own; any other is counted as `other`, so strangers
+/// cannot add series with made-up methods.
+const METHODS: [&str; 7] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
+
+/// The `method` label of a request: one of [`METHODS`] or `other`.
+pub fn method_label(method: &str) -> &'static str {
+    METHODS
+        .iter()
+        .find(|m| **m == method)
+        .copied()
+        .unwrap_or("other")
+}
+
 fn escape(s: &str) -> String {
     s.replace('\\', "\\\\")
         .replace('"', "\\\"")
@@ -102,6 +116,24 @@ fn escape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn method_labels() {
+        for (method, label) in [
+            ("GET", "GET"),
+            ("POST", "POST"),
+            ("PUT", "PUT"),
+            ("PATCH", "PATCH"),
+            ("DELETE", "DELETE"),
+            ("HEAD", "HEAD"),
+            ("OPTIONS", "OPTIONS"),
+            ("get", "other"),
+            ("TRACE", "other"),
+            ("X1234", "other"),
+        ] {
+            assert_eq!(method_label(method), label, "{method}");
+        }
+    }
 
     #[test]
     fn renders_counters_and_histograms() {

@@ -1426,6 +1426,7 @@ sqlite_cases! {
     sqlite_placeholder_uuids => case_placeholder_uuids,
     sqlite_concurrent_provision => case_concurrent_provision,
     sqlite_foreign_registry_credential => case_foreign_registry_credential,
+    sqlite_metrics_labels_bounded => case_metrics_labels_bounded,
 }
 
 // ------------------------------------------------------------------ PostgreSQL (root tier)
@@ -1459,7 +1460,8 @@ async fn root_postgres_api_suite() {
         case_machine_takeover,
         case_placeholder_uuids,
         case_concurrent_provision,
-        case_foreign_registry_credential
+        case_foreign_registry_credential,
+        case_metrics_labels_bounded
     );
     // In-memory limits, but the limited endpoints still write to PostgreSQL.
     let h = rate_limited_harness(Some(pg.database("case_rate_limits").await)).await;

@@ -163,3 +163,22 @@ pub async fn case_foreign_registry_credential(h: &Harness) {
     assert!(expect(&r, 409)["error"].as_str().unwrap().contains("secret-project-os"));
 }
 
+/// Finding 4: made-up methods and paths do not grow `/metrics`.
+pub async fn case_metrics_labels_bounded(h: &Harness) {
+    let size = |r: &common::Resp| r.text.len();
+    let call = |m: String| async move {
+        let method = Method::from_bytes(m.as_bytes()).unwrap();
+        h.call(method, "/nope", None, None).await
+    };
+    // Warm up: the first scrapes and the first stranger create their series once.
+    call("FIRST".into()).await;
+    expect(&h.get("/metrics", &h.admin).await, 200);
+    let before = size(&h.get("/metrics", &h.admin).await);
+    for i in 0..200u32 {
+        let m = format!("X{:08X}", i.wrapping_mul(2_654_435_761));
+        call(m).await;
+    }
+    let after = h.get("/metrics", &h.admin).await;
+    let grown = size(&after) as i64 - before as i64;
+    assert!(grown < 300, "/metrics grew by {grown} bytes:\n{}", after.text);
+}
