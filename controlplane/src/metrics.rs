@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 const BUCKETS: [f64; 12] = [
     0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -25,9 +26,15 @@ struct Series {
 #[derive(Default)]
 pub struct Metrics {
     series: Mutex<BTreeMap<(String, String, u16), Series>>,
+    pending_expired: AtomicU64,
 }
 
 impl Metrics {
+    /// Counts pending machines deleted by the expiry sweep.
+    pub fn pending_expired(&self, n: u64) {
+        self.pending_expired.fetch_add(n, Ordering::Relaxed);
+    }
+
     pub fn observe(&self, method: &str, route: &str, status: u16, secs: f64) {
         let mut map = self.series.lock().expect("metrics poisoned");
         let s = map
@@ -44,6 +51,15 @@ impl Metrics {
 
     /// Renders the request metrics in the Prometheus text format.
     pub fn render(&self, out: &mut String) {
+        out.push_str(
+            "# HELP kiln_pending_machines_expired_total Pending machines deleted unapproved.\n\
+             # TYPE kiln_pending_machines_expired_total counter\n",
+        );
+        let _ = writeln!(
+            out,
+            "kiln_pending_machines_expired_total {}",
+            self.pending_expired.load(Ordering::Relaxed)
+        );
         let map = self.series.lock().expect("metrics poisoned");
         out.push_str("# HELP kiln_http_requests_total HTTP requests answered.\n");
         out.push_str("# TYPE kiln_http_requests_total counter\n");

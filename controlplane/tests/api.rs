@@ -172,7 +172,7 @@ async fn case_tokens(h: &Harness) {
         &[3u8; 32],
         [0; 12],
         format!(r#"{{"v":1,"account":"{account}","iat":0,"exp":9999999999,"roles":[]}}"#)
-            .as_bytes()
+            .as_bytes(),
     );
     let (status, err) = register_err(h, &forged).await;
     assert_eq!(status, 401);
@@ -200,7 +200,7 @@ async fn case_tokens(h: &Harness) {
     expect(
         &h.delete(&format!("/api/admin/token-keys/{old_kid}"), &h.admin)
             .await,
-        204
+        204,
     );
     let (status, err) = register_err(h, &before).await;
     assert_eq!(status, 401);
@@ -281,7 +281,7 @@ async fn case_one_image_rule(h: &Harness) {
             json!({"roles": ["db", "base"]}),
         )
         .await,
-        200
+        200,
     );
 }
 
@@ -420,7 +420,7 @@ async fn case_approval_lockout(h: &Harness) {
     expect(
         &h.post("/api/machines/approve", &other, json!({"code": code}))
             .await,
-        404
+        404,
     );
 
     // The credential is handed out once.
@@ -445,7 +445,7 @@ async fn case_approval_lockout(h: &Harness) {
             json!({"environment": "installer"}),
         )
         .await,
-        200
+        200,
     );
 
     // Expired codes are refused and replaced.
@@ -597,7 +597,7 @@ async fn case_provisioning_flow(h: &Harness) {
             json!({"default_image": "debian-12"}),
         )
         .await,
-        200
+        200,
     );
     let (m, cred) = register(h, &token(h, &key, json!({})).await, "prov-1").await;
 
@@ -642,7 +642,7 @@ async fn case_provisioning_flow(h: &Harness) {
             Some(json!({"kexec_installer": true})),
         )
         .await,
-        200
+        200,
     );
     let r = h
         .post(&format!("/api/machines/{m}/provision"), &key, json!({}))
@@ -672,7 +672,7 @@ async fn case_provisioning_flow(h: &Harness) {
             json!({"confirm_overwrite": true}),
         )
         .await,
-        409
+        409,
     );
 
     // Progress: batched, idempotent, ordered by sequence number.
@@ -754,7 +754,7 @@ async fn case_provisioning_flow(h: &Harness) {
     expect(
         &h.post(&format!("/api/agent/v1/runs/{run2}/events"), &cred, fail)
             .await,
-        200
+        200,
     );
     let runs = h.get(&format!("/api/machines/{m}/runs"), &key).await;
     assert_eq!(expect(&runs, 200).as_array().unwrap().len(), 2);
@@ -786,7 +786,7 @@ async fn case_provisioning_flow(h: &Harness) {
             json!({}),
         )
         .await,
-        204
+        204,
     );
     expect(
         &h.post(
@@ -795,7 +795,7 @@ async fn case_provisioning_flow(h: &Harness) {
             json!({"action": "reboot"}),
         )
         .await,
-        201
+        201,
     );
     assert_eq!(
         h.get("/api/agent/v1/orders", &cred).await.json["order"]["kind"],
@@ -810,7 +810,7 @@ async fn case_provisioning_flow(h: &Harness) {
             json!({"environment": "installed"}),
         )
         .await,
-        200
+        200,
     );
     h.sql("UPDATE machines SET last_seen_at = 1 WHERE id = $1", &[&m])
         .await;
@@ -825,7 +825,7 @@ async fn case_provisioning_flow(h: &Harness) {
             json!({"environment": "installed"}),
         )
         .await,
-        200
+        200,
     );
     assert_eq!(
         h.get(&format!("/api/machines/{m}"), &key).await.json["state"],
@@ -844,7 +844,7 @@ async fn case_provisioning_flow(h: &Harness) {
             json!({"environment": "installed"}),
         )
         .await,
-        401
+        401,
     );
     expect(
         &h.post(
@@ -853,12 +853,12 @@ async fn case_provisioning_flow(h: &Harness) {
             json!({"environment": "installed"}),
         )
         .await,
-        200
+        200,
     );
     expect(
         &h.delete(&format!("/api/machines/{m}/credential"), &key)
             .await,
-        204
+        204,
     );
     expect(
         &h.post(
@@ -867,7 +867,7 @@ async fn case_provisioning_flow(h: &Harness) {
             json!({"environment": "installed"}),
         )
         .await,
-        401
+        401,
     );
     assert_eq!(
         h.get(&format!("/api/machines/{m}"), &key).await.json["has_credential"],
@@ -913,7 +913,7 @@ async fn case_images(h: &Harness) {
             json!({"name": "mine", "oci_url": "a/b:c"}),
         )
         .await,
-        409
+        409,
     );
     let r = h
         .post(
@@ -934,7 +934,7 @@ async fn case_images(h: &Harness) {
     expect(&r, 400);
     expect(
         &h.post("/api/images", &key, json!({"name": "none"})).await,
-        400
+        400,
     );
 
     assert_eq!(
@@ -980,7 +980,7 @@ async fn case_images(h: &Harness) {
             json!({"name": "ubuntu-24.04", "oci_url": "x/y:z"}),
         )
         .await,
-        403
+        403,
     );
 
     role(h, &key, "uses-mine", Some("mine"), None).await;
@@ -1019,7 +1019,7 @@ async fn case_account_scoping(h: &Harness) {
     expect(
         &h.post(&format!("/api/machines/{m}/provision"), &b, json!({}))
             .await,
-        404
+        404,
     );
     expect(&h.get("/api/images/a-img", &b).await, 404);
     expect(&h.get("/api/roles/a-role", &b).await, 404);
@@ -1028,7 +1028,7 @@ async fn case_account_scoping(h: &Harness) {
     image(h, &b, "a-img").await;
     expect(
         &h.post("/api/accounts", &a, json!({"name": "sneaky"})).await,
-        403
+        403,
     );
     expect(&h.get("/api/accounts", &a).await, 403);
     expect(&h.get("/api/machines", "kiln_bogus").await, 401);
@@ -1044,13 +1044,13 @@ async fn case_account_scoping(h: &Harness) {
             &a,
         )
         .await,
-        204
+        204,
     );
     expect(&h.get("/api/machines", ci).await, 401);
     expect(
         &h.post("/api/api-keys", &a, json!({"name": "x", "admin": true}))
             .await,
-        403
+        403,
     );
 }
 
@@ -1279,7 +1279,7 @@ async fn case_rate_limits(h: &Harness) {
         "{err}"
     );
     assert_eq!(r.headers["retry-after"], "60");
-    // Another address has its own budget; token registrations are not limited.
+    // Another address has its own budget.
     let r = h
         .call_from(
             "10.0.0.2",
@@ -1290,19 +1290,47 @@ async fn case_rate_limits(h: &Harness) {
         )
         .await;
     expect(&r, 201);
+    // Token registrations have their own budget per address (4) and per token (6).
     let t = token(h, &key, json!({})).await;
-    for i in 0..3 {
-        let r = h
-            .call_from(
-                "10.0.0.1",
-                Method::POST,
-                "/api/agent/v1/register",
-                None,
-                Some(json!({"token": t, "inventory": inventory(&format!("rlt-{i}"))})),
-            )
-            .await;
-        expect(&r, 201);
+    let with_token = |ip: &'static str, i: usize| {
+        let t = t.clone();
+        async move {
+            let body = json!({"token": t, "inventory": inventory(&format!("rlt-{i}"))});
+            h.call_from(ip, Method::POST, "/api/agent/v1/register", None, Some(body))
+                .await
+        }
+    };
+    for i in 0..4 {
+        expect(&with_token("10.0.0.1", i).await, 201);
     }
+    let r = with_token("10.0.0.1", 4).await;
+    let err = expect(&r, 429)["error"].as_str().unwrap().to_string();
+    assert!(
+        err.contains("registrations with a bootstrap token from 10.0.0.1"),
+        "{err}"
+    );
+    expect(&with_token("10.0.0.5", 5).await, 201);
+    expect(&with_token("10.0.0.6", 6).await, 201);
+    let r = with_token("10.0.0.7", 7).await;
+    let err = expect(&r, 429)["error"].as_str().unwrap().to_string();
+    assert!(
+        err.contains("registrations with this bootstrap token"),
+        "{err}"
+    );
+    assert!(r.headers.get("retry-after").is_some());
+    // Another token of the account has its own budget.
+    let t2 = token(h, &key, json!({})).await;
+    let body = json!({"token": t2, "inventory": inventory("rlt-8")});
+    let r = h
+        .call_from(
+            "10.0.0.8",
+            Method::POST,
+            "/api/agent/v1/register",
+            None,
+            Some(body),
+        )
+        .await;
+    expect(&r, 201);
 
     let claim = json!({"machine_uuid": pending[0]["machine_uuid"], "claim_secret": pending[0]["claim_secret"]});
     for _ in 0..3 {
@@ -1389,6 +1417,14 @@ async fn rate_limited_harness(database_url: Option<String>) -> Harness {
                 burst: 2,
                 per_minute: 1,
             },
+            token_register: Limit {
+                burst: 4,
+                per_minute: 1,
+            },
+            per_token: Limit {
+                burst: 6,
+                per_minute: 1,
+            },
         }
     })
     .await
@@ -1427,6 +1463,8 @@ sqlite_cases! {
     sqlite_concurrent_provision => case_concurrent_provision,
     sqlite_foreign_registry_credential => case_foreign_registry_credential,
     sqlite_metrics_labels_bounded => case_metrics_labels_bounded,
+    sqlite_register_body_limit => case_register_body_limit,
+    sqlite_pending_machines_expire => case_pending_machines_expire,
 }
 
 // ------------------------------------------------------------------ PostgreSQL (root tier)
@@ -1461,7 +1499,9 @@ async fn root_postgres_api_suite() {
         case_placeholder_uuids,
         case_concurrent_provision,
         case_foreign_registry_credential,
-        case_metrics_labels_bounded
+        case_metrics_labels_bounded,
+        case_register_body_limit,
+        case_pending_machines_expire
     );
     // In-memory limits, but the limited endpoints still write to PostgreSQL.
     let h = rate_limited_harness(Some(pg.database("case_rate_limits").await)).await;

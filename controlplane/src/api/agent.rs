@@ -6,7 +6,7 @@ use super::catalog::{registry_auth, roles_by_name};
 use super::machines::{RunStatus, active_run};
 use super::{
     Agent, ApiError, ApiResult, AppState, AppStateRef, ClientIp, check_protocol_version,
-    parse_uuid, rate_limit,
+    parse_uuid, rate_limit, too_many,
 };
 use crate::approval;
 use crate::db::{Backend, now_ms};
@@ -27,6 +27,10 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use utoipa::IntoParams;
 use uuid::Uuid;
+
+/// Largest body of `POST /register` and `/claim`, which strangers may call: an inventory of
+/// 64 disks and 32 NICs is about 11 KB (measured by the API suite), so 64 KiB leaves room.
+pub const REGISTER_BODY_LIMIT: usize = 64 << 10;
 
 /// Extractor that only checks the protocol version header (unauthenticated endpoints).
 pub struct Versioned;
@@ -148,6 +152,10 @@ async fn register_with_token(
         .verify(&st.db, token, OffsetDateTime::now_utc())
         .await
         .map_err(token_error)?;
+    st.limiters
+        .per_token
+        .take(hash_credential(token), std::time::Instant::now())
+        .map_err(|secs| too_many("registrations with this bootstrap token", secs))?;
     let roles = roles_by_name(st, claims.account, &claims.roles)
         .await
         .map_err(|e| {
@@ -210,9 +218,15 @@ pub async fn register(
     }
     let system_uuid = req.inventory.system_uuid.clone().filter(|s| !s.is_empty());
     if let Some(token) = &req.token {
+        rate_limit(
+            &st.limiters.token_register,
+            ip,
+            "registrations with a bootstrap token",
+        )?;
         return register_with_token(&st, token, &req, &inventory, &system_uuid, now).await;
     }
     rate_limit(&st.limiters.register, ip, "registrations without a token")?;
+    sweep_pending(&st, now).await?;
     let id = Uuid::new_v4();
     let claim_secret = new_credential("kcs_");
     let (code, expires) = fresh_code(&st, now).await?;
@@ -241,6 +255,29 @@ pub async fn register(
             claim_secret,
         }),
     ))
+}
+
+/// A pending machine is deleted this long after its last approval code expired.
+pub const PENDING_LIFETIME_MS: i64 = 24 * 3600 * 1000;
+
+/// Deletes the machines still waiting for approval whose last code expired more than
+/// [`PENDING_LIFETIME_MS`] ago (an agent that polls `/claim` gets fresh codes and stays);
+/// counted in `/metrics` as `kiln_pending_machines_expired_total`. Runs on every anonymous
+/// registration and periodically ([`crate::server`]).
+pub async fn sweep_pending(st: &AppState, now: i64) -> ApiResult<u64> {
+    let res = sqlx::query(
+        "DELETE FROM machines WHERE state = 'pending_approval' AND account_id IS NULL \
+         AND COALESCE(code_expires_at, created_at) < $1",
+    )
+    .bind(now - PENDING_LIFETIME_MS)
+    .execute(&st.db.pool)
+    .await?;
+    let n = res.rows_affected();
+    if n > 0 {
+        st.metrics.pending_expired(n);
+        tracing::info!(machines = n, "expired pending machines deleted");
+    }
+    Ok(n)
 }
 
 /// A code not used by another waiting machine, and its expiry.

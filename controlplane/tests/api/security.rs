@@ -160,7 +160,12 @@ pub async fn case_foreign_registry_credential(h: &Harness) {
     let r = h
         .delete(&format!("/api/registry-credentials/{cred}"), &owner)
         .await;
-    assert!(expect(&r, 409)["error"].as_str().unwrap().contains("secret-project-os"));
+    assert!(
+        expect(&r, 409)["error"]
+            .as_str()
+            .unwrap()
+            .contains("secret-project-os")
+    );
 }
 
 /// Finding 4: made-up methods and paths do not grow `/metrics`.
@@ -180,5 +185,111 @@ pub async fn case_metrics_labels_bounded(h: &Harness) {
     }
     let after = h.get("/metrics", &h.admin).await;
     let grown = size(&after) as i64 - before as i64;
-    assert!(grown < 300, "/metrics grew by {grown} bytes:\n{}", after.text);
+    assert!(
+        grown < 300,
+        "/metrics grew by {grown} bytes:\n{}",
+        after.text
+    );
+}
+
+/// An inventory of `disks` disks and `nics` NICs with realistic model and serial strings.
+fn big_inventory(disks: usize, nics: usize) -> serde_json::Value {
+    let mut inv = inventory("5a1e0c2d-7b3f-4e21-9c8d-0123456789ab");
+    inv["disks"] = (0..disks)
+        .map(|i| {
+            json!({"name": format!("nvme{i}n1"), "size_bytes": 3_840_755_982_336u64,
+                   "model": "SAMSUNG MZQL23T8HCLS-00A07", "serial": format!("S64HNE0T{i:06}"),
+                   "rotational": false})
+        })
+        .collect();
+    inv["nics"] = (0..nics)
+        .map(|i| json!({"name": format!("enp{i}s0f0np0"), "mac": "b8:ce:f6:12:34:56", "speed_mbps": 100_000}))
+        .collect();
+    inv
+}
+
+/// Finding 3 (body size): register and claim take a few KB, not megabytes.
+pub async fn case_register_body_limit(h: &Harness) {
+    let real = big_inventory(64, 32);
+    let size = serde_json::to_vec(&json!({"token": null, "inventory": real}))
+        .unwrap()
+        .len();
+    eprintln!("register body with 64 disks and 32 NICs: {size} bytes");
+    assert!(size * 3 < 64 << 10, "{size} bytes leave too little margin");
+    let r = h
+        .call_from(
+            "10.9.0.1",
+            Method::POST,
+            "/api/agent/v1/register",
+            None,
+            Some(json!({"token": null, "inventory": real})),
+        )
+        .await;
+    expect(&r, 201);
+    let huge = big_inventory(12_000, 0);
+    for path in ["/api/agent/v1/register", "/api/agent/v1/claim"] {
+        let body = json!({"token": null, "inventory": huge, "machine_uuid": uuid::Uuid::nil(),
+                          "claim_secret": "kcs_x"});
+        let r = h
+            .call_from("10.9.0.2", Method::POST, path, None, Some(body))
+            .await;
+        expect(&r, 413);
+    }
+}
+
+/// Finding 3 (expiry): a pending machine goes 24 h after its last code expired.
+pub async fn case_pending_machines_expire(h: &Harness) {
+    let register = |ip: &'static str| async move {
+        let r = h
+            .call_from(
+                ip,
+                Method::POST,
+                "/api/agent/v1/register",
+                None,
+                Some(json!({"token": null, "inventory": inventory("exp-1")})),
+            )
+            .await;
+        expect(&r, 201).clone()
+    };
+    let claim = |m: serde_json::Value| async move {
+        let body = json!({"machine_uuid": m["machine_uuid"], "claim_secret": m["claim_secret"]});
+        h.call_from(
+            "10.8.0.9",
+            Method::POST,
+            "/api/agent/v1/claim",
+            None,
+            Some(body),
+        )
+        .await
+        .status
+        .as_u16()
+    };
+    let old = register("10.8.0.1").await;
+    let recent = register("10.8.0.2").await;
+    let day = 24 * 3600 * 1000i64;
+    let now = kiln_controlplane::db::now_ms();
+    let age = |m: &serde_json::Value, at: i64| {
+        format!(
+            "UPDATE machines SET code_expires_at = {at}, created_at = {at}, last_seen_at = {at} WHERE id = '{}'",
+            m["machine_uuid"].as_str().unwrap()
+        )
+    };
+    h.sql(&age(&old, now - day - 60_000), &[]).await;
+    h.sql(&age(&recent, now - day + 3_600_000), &[]).await;
+    // The next registration sweeps (a periodic sweep does it too).
+    let fresh = register("10.8.0.3").await;
+    assert_eq!(
+        claim(old).await,
+        401,
+        "the expired pending machine is still there"
+    );
+    assert_eq!(claim(recent).await, 200);
+    assert_eq!(claim(fresh).await, 200);
+    let m = h.get("/metrics", &h.admin).await;
+    expect(&m, 200);
+    assert!(
+        m.text.contains("kiln_pending_machines_expired_total 1\n"),
+        "{}",
+        m.text
+    );
 }
