@@ -54,13 +54,14 @@ fn token_error(e: TokenError) -> ApiError {
 }
 
 /// The machine credential a registering agent may send (`Authorization: Bearer kmc_...`):
-/// the only proof that re-identifies a known machine.
+/// the only proof that re-identifies a known machine. Other bearers (an API key) are ignored.
 pub struct MaybeCredential(Option<String>);
 
 impl axum::extract::FromRequestParts<AppStateRef> for MaybeCredential {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, _: &AppStateRef) -> ApiResult<Self> {
-        Ok(MaybeCredential(super::bearer(parts).map(str::to_string)))
+        let cred = super::bearer(parts).filter(|b| b.starts_with("kmc_"));
+        Ok(MaybeCredential(cred.map(str::to_string)))
     }
 }
 
