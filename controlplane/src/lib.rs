@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod ratelimit;
 pub mod secrets;
 pub mod server;
+pub mod smbios;
 pub mod tls;
 pub mod tokens;
 pub mod web;

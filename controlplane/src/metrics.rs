@@ -1,13 +1,15 @@
 //! Prometheus metrics (text exposition format 0.0.4): the in-memory request series. The
 //! HTTP side (`GET /metrics`, the per-request middleware) is `api::metrics`.
 //!
-//! Counters and latency histograms per method, matched route and status are kept in memory;
+//! Counters and latency histograms per method, matched route and status are kept in memory,
+//! labels from fixed sets only (known methods or `other`, matched routes or `unmatched`);
 //! machine and run gauges are counted from the database at scrape time, so every replica
 //! reports the same fleet numbers.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 const BUCKETS: [f64; 12] = [
     0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -24,9 +26,15 @@ struct Series {
 #[derive(Default)]
 pub struct Metrics {
     series: Mutex<BTreeMap<(String, String, u16), Series>>,
+    pending_expired: AtomicU64,
 }
 
 impl Metrics {
+    /// Counts pending machines deleted by the expiry sweep.
+    pub fn pending_expired(&self, n: u64) {
+        self.pending_expired.fetch_add(n, Ordering::Relaxed);
+    }
+
     pub fn observe(&self, method: &str, route: &str, status: u16, secs: f64) {
         let mut map = self.series.lock().expect("metrics poisoned");
         let s = map
@@ -43,6 +51,15 @@ impl Metrics {
 
     /// Renders the request metrics in the Prometheus text format.
     pub fn render(&self, out: &mut String) {
+        out.push_str(
+            "# HELP kiln_pending_machines_expired_total Pending machines deleted unapproved.\n\
+             # TYPE kiln_pending_machines_expired_total counter\n",
+        );
+        let _ = writeln!(
+            out,
+            "kiln_pending_machines_expired_total {}",
+            self.pending_expired.load(Ordering::Relaxed)
+        );
         let map = self.series.lock().expect("metrics poisoned");
         out.push_str("# HELP kiln_http_requests_total HTTP requests answered.\n");
         out.push_str("# TYPE kiln_http_requests_total counter\n");
@@ -93,6 +110,19 @@ impl Metrics {
     }
 }
 
+/// The methods with a series of their own; any other is counted as `other`, so strangers
+/// cannot add series with made-up methods.
+const METHODS: [&str; 7] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
+
+/// The `method` label of a request: one of [`METHODS`] or `other`.
+pub fn method_label(method: &str) -> &'static str {
+    METHODS
+        .iter()
+        .find(|m| **m == method)
+        .copied()
+        .unwrap_or("other")
+}
+
 fn escape(s: &str) -> String {
     s.replace('\\', "\\\\")
         .replace('"', "\\\"")
@@ -102,6 +132,24 @@ fn escape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn method_labels() {
+        for (method, label) in [
+            ("GET", "GET"),
+            ("POST", "POST"),
+            ("PUT", "PUT"),
+            ("PATCH", "PATCH"),
+            ("DELETE", "DELETE"),
+            ("HEAD", "HEAD"),
+            ("OPTIONS", "OPTIONS"),
+            ("get", "other"),
+            ("TRACE", "other"),
+            ("X1234", "other"),
+        ] {
+            assert_eq!(method_label(method), label, "{method}");
+        }
+    }
 
     #[test]
     fn renders_counters_and_histograms() {

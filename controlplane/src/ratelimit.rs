@@ -1,6 +1,7 @@
-//! Per-client-IP rate limits (token buckets) for the endpoints a stranger can call: agent
-//! registration without a token, claiming a credential, and approval by code (on top of the
-//! per-account lock-out of [`crate::approval`]). An answer over the limit is 429 with
+//! Rate limits (token buckets) for the endpoints a stranger can call: per client IP for agent
+//! registration without and with a bootstrap token, claiming a credential, and approval by
+//! code (on top of the per-account lock-out of [`crate::approval`]); per bootstrap token
+//! (keyed by its SHA-256) for registrations with it. An answer over the limit is 429 with
 //! `Retry-After`.
 //!
 //! The buckets live in memory: each replica limits on its own, so behind a load balancer
@@ -42,6 +43,22 @@ pub struct RateLimits {
     pub claim: Limit,
     /// `POST /api/machines/approve` (guessing codes across accounts).
     pub approve: Limit,
+    /// `POST /api/agent/v1/register` with a bootstrap token, per client IP.
+    pub token_register: Limit,
+    /// `POST /api/agent/v1/register` with a bootstrap token, per token (a leaked token used
+    /// from many addresses).
+    pub per_token: Limit,
+}
+
+impl RateLimits {
+    /// No limits at all (`--no-rate-limits`).
+    pub const OFF: RateLimits = RateLimits {
+        register: Limit::OFF,
+        claim: Limit::OFF,
+        approve: Limit::OFF,
+        token_register: Limit::OFF,
+        per_token: Limit::OFF,
+    };
 }
 
 impl Default for RateLimits {
@@ -61,6 +78,15 @@ impl Default for RateLimits {
                 burst: 10,
                 per_minute: 10,
             },
+            // A rack of 200 machines enrolling with one token behind one NAT address.
+            token_register: Limit {
+                burst: 200,
+                per_minute: 120,
+            },
+            per_token: Limit {
+                burst: 200,
+                per_minute: 120,
+            },
         }
     }
 }
@@ -70,29 +96,35 @@ struct Bucket {
     at: Instant,
 }
 
-/// Buckets per client address for one [`Limit`].
-pub struct Limiter {
+/// Buckets per key (by default the client address) for one [`Limit`].
+pub struct Limiter<K = IpAddr> {
     limit: Limit,
-    buckets: Mutex<HashMap<IpAddr, Bucket>>,
+    buckets: Mutex<HashMap<K, Bucket>>,
 }
 
 /// Buckets kept before full (idle) ones are dropped.
 const MAX_TRACKED: usize = 10_000;
 
-impl Limiter {
-    pub fn new(limit: Limit) -> Limiter {
+impl Limiter<IpAddr> {
+    /// Takes one request from `ip`'s bucket, or says in how many seconds to retry.
+    pub fn check(&self, ip: IpAddr, now: Instant) -> Result<(), u64> {
+        self.take(client_key(ip), now)
+    }
+}
+
+impl<K: std::hash::Hash + Eq> Limiter<K> {
+    pub fn new(limit: Limit) -> Limiter<K> {
         Limiter {
             limit,
             buckets: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Takes one request from `ip`'s bucket, or says in how many seconds to retry.
-    pub fn check(&self, ip: IpAddr, now: Instant) -> Result<(), u64> {
+    /// Takes one request from `key`'s bucket, or says in how many seconds to retry.
+    pub fn take(&self, key: K, now: Instant) -> Result<(), u64> {
         if self.limit.is_off() {
             return Ok(());
         }
-        let key = client_key(ip);
         let burst = f64::from(self.limit.burst);
         let rate = f64::from(self.limit.per_minute) / 60.0; // tokens per second
         let mut map = self.buckets.lock().expect("rate limiter poisoned");
@@ -133,6 +165,9 @@ pub struct Limiters {
     pub register: Limiter,
     pub claim: Limiter,
     pub approve: Limiter,
+    pub token_register: Limiter,
+    /// Keyed by the SHA-256 of the token.
+    pub per_token: Limiter<String>,
 }
 
 impl Limiters {
@@ -141,6 +176,8 @@ impl Limiters {
             register: Limiter::new(l.register),
             claim: Limiter::new(l.claim),
             approve: Limiter::new(l.approve),
+            token_register: Limiter::new(l.token_register),
+            per_token: Limiter::new(l.per_token),
         }
     }
 }

@@ -122,12 +122,27 @@ pub async fn prepare(cfg: &ServerConfig) -> Result<Prepared> {
         tracing::info!(images = n, deleted, catalog = %path.display(), "official images synced");
     }
     let admin_key = api::accounts::bootstrap_admin(&state.db, &cfg.admin_account).await?;
+    tokio::spawn(sweep_loop(state.clone()));
     Ok(Prepared {
         state,
         tls,
         admin_key,
         shutdown: tx,
     })
+}
+
+/// Deletes expired pending machines every 10 minutes until shutdown.
+async fn sweep_loop(state: AppStateRef) {
+    let mut shutdown = state.shutdown.clone();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(600)) => {}
+            _ = shutdown.changed() => return,
+        }
+        if let Err(e) = api::agent::sweep_pending(&state, crate::db::now_ms()).await {
+            tracing::warn!(error = %e.message, "sweeping expired pending machines");
+        }
+    }
 }
 
 /// Serves `router` over TLS on `listener` until `signal` resolves, then stops accepting,

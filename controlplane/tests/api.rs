@@ -2,6 +2,9 @@
 //! (root tier, `root_postgres_api_suite`, which starts its own cluster).
 
 mod common;
+#[path = "api/security.rs"]
+mod security;
+use security::*;
 
 use axum::http::Method;
 use common::{Harness, Postgres, expect, log_text};
@@ -1276,7 +1279,7 @@ async fn case_rate_limits(h: &Harness) {
         "{err}"
     );
     assert_eq!(r.headers["retry-after"], "60");
-    // Another address has its own budget; token registrations are not limited.
+    // Another address has its own budget.
     let r = h
         .call_from(
             "10.0.0.2",
@@ -1287,19 +1290,47 @@ async fn case_rate_limits(h: &Harness) {
         )
         .await;
     expect(&r, 201);
+    // Token registrations have their own budget per address (4) and per token (6).
     let t = token(h, &key, json!({})).await;
-    for i in 0..3 {
-        let r = h
-            .call_from(
-                "10.0.0.1",
-                Method::POST,
-                "/api/agent/v1/register",
-                None,
-                Some(json!({"token": t, "inventory": inventory(&format!("rlt-{i}"))})),
-            )
-            .await;
-        expect(&r, 201);
+    let with_token = |ip: &'static str, i: usize| {
+        let t = t.clone();
+        async move {
+            let body = json!({"token": t, "inventory": inventory(&format!("rlt-{i}"))});
+            h.call_from(ip, Method::POST, "/api/agent/v1/register", None, Some(body))
+                .await
+        }
+    };
+    for i in 0..4 {
+        expect(&with_token("10.0.0.1", i).await, 201);
     }
+    let r = with_token("10.0.0.1", 4).await;
+    let err = expect(&r, 429)["error"].as_str().unwrap().to_string();
+    assert!(
+        err.contains("registrations with a bootstrap token from 10.0.0.1"),
+        "{err}"
+    );
+    expect(&with_token("10.0.0.5", 5).await, 201);
+    expect(&with_token("10.0.0.6", 6).await, 201);
+    let r = with_token("10.0.0.7", 7).await;
+    let err = expect(&r, 429)["error"].as_str().unwrap().to_string();
+    assert!(
+        err.contains("registrations with this bootstrap token"),
+        "{err}"
+    );
+    assert!(r.headers.get("retry-after").is_some());
+    // Another token of the account has its own budget.
+    let t2 = token(h, &key, json!({})).await;
+    let body = json!({"token": t2, "inventory": inventory("rlt-8")});
+    let r = h
+        .call_from(
+            "10.0.0.8",
+            Method::POST,
+            "/api/agent/v1/register",
+            None,
+            Some(body),
+        )
+        .await;
+    expect(&r, 201);
 
     let claim = json!({"machine_uuid": pending[0]["machine_uuid"], "claim_secret": pending[0]["claim_secret"]});
     for _ in 0..3 {
@@ -1386,6 +1417,14 @@ async fn rate_limited_harness(database_url: Option<String>) -> Harness {
                 burst: 2,
                 per_minute: 1,
             },
+            token_register: Limit {
+                burst: 4,
+                per_minute: 1,
+            },
+            per_token: Limit {
+                burst: 6,
+                per_minute: 1,
+            },
         }
     })
     .await
@@ -1419,6 +1458,13 @@ sqlite_cases! {
     sqlite_account_scoping => case_account_scoping,
     sqlite_server_endpoints => case_server_endpoints,
     sqlite_installer_iso => case_installer_iso,
+    sqlite_machine_takeover => case_machine_takeover,
+    sqlite_placeholder_uuids => case_placeholder_uuids,
+    sqlite_concurrent_provision => case_concurrent_provision,
+    sqlite_foreign_registry_credential => case_foreign_registry_credential,
+    sqlite_metrics_labels_bounded => case_metrics_labels_bounded,
+    sqlite_register_body_limit => case_register_body_limit,
+    sqlite_pending_machines_expire => case_pending_machines_expire,
 }
 
 // ------------------------------------------------------------------ PostgreSQL (root tier)
@@ -1447,6 +1493,15 @@ async fn root_postgres_api_suite() {
         case_account_scoping,
         case_server_endpoints,
         case_installer_iso
+    );
+    run!(
+        case_machine_takeover,
+        case_placeholder_uuids,
+        case_concurrent_provision,
+        case_foreign_registry_credential,
+        case_metrics_labels_bounded,
+        case_register_body_limit,
+        case_pending_machines_expire
     );
     // In-memory limits, but the limited endpoints still write to PostgreSQL.
     let h = rate_limited_harness(Some(pg.database("case_rate_limits").await)).await;

@@ -6,7 +6,7 @@ use super::catalog::{registry_auth, roles_by_name};
 use super::machines::{RunStatus, active_run};
 use super::{
     Agent, ApiError, ApiResult, AppState, AppStateRef, ClientIp, check_protocol_version,
-    parse_uuid, rate_limit,
+    parse_uuid, rate_limit, too_many,
 };
 use crate::approval;
 use crate::db::{Backend, now_ms};
@@ -27,6 +27,10 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use utoipa::IntoParams;
 use uuid::Uuid;
+
+/// Largest body of `POST /register` and `/claim`, which strangers may call: an inventory of
+/// 64 disks and 32 NICs is about 11 KB (measured by the API suite), so 64 KiB leaves room.
+pub const REGISTER_BODY_LIMIT: usize = 64 << 10;
 
 /// Extractor that only checks the protocol version header (unauthenticated endpoints).
 pub struct Versioned;
@@ -49,8 +53,93 @@ fn token_error(e: TokenError) -> ApiError {
     }
 }
 
-/// Registration with a bootstrap token: approved at once, with the token's roles. A machine
-/// registering again (same system UUID) keeps its identity and gets a new credential.
+/// The machine credential a registering agent may send (`Authorization: Bearer kmc_...`):
+/// the only proof that re-identifies a known machine. Other bearers (an API key) are ignored.
+pub struct MaybeCredential(Option<String>);
+
+impl axum::extract::FromRequestParts<AppStateRef> for MaybeCredential {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, _: &AppStateRef) -> ApiResult<Self> {
+        let cred = super::bearer(parts).filter(|b| b.starts_with("kmc_"));
+        Ok(MaybeCredential(cred.map(str::to_string)))
+    }
+}
+
+/// Re-identifies the machine holding `credential`: same identity, a new credential (the old
+/// one is spent), the inventory refreshed.
+async fn reidentify(
+    st: &AppStateRef,
+    credential: &str,
+    req: &RegisterRequest,
+    inventory: &str,
+    now: i64,
+) -> ApiResult<(StatusCode, Json<RegisterResponse>)> {
+    let unknown = || {
+        ApiError::unauthorized(
+            "the machine credential sent with this registration is unknown or revoked; \
+             register without it (a new machine) or with the machine's current credential",
+        )
+    };
+    let row = sqlx::query("SELECT id FROM machines WHERE credential_hash = $1")
+        .bind(hash_credential(credential))
+        .fetch_optional(&st.db.pool)
+        .await?
+        .ok_or_else(unknown)?;
+    let id = parse_uuid(&row.try_get::<String, _>("id")?)?;
+    let fresh = new_credential("kmc_");
+    let res = sqlx::query(
+        "UPDATE machines SET credential_hash = $1, credential_issued_at = $2, inventory = $3, \
+         hostname = COALESCE($4, hostname), last_seen_at = $2, environment = 'installer' \
+         WHERE id = $5 AND credential_hash = $6",
+    )
+    .bind(hash_credential(&fresh))
+    .bind(now)
+    .bind(inventory)
+    .bind(&req.inventory.hostname)
+    .bind(id.to_string())
+    .bind(hash_credential(credential))
+    .execute(&st.db.pool)
+    .await?;
+    if res.rows_affected() == 0 {
+        return Err(unknown());
+    }
+    tracing::info!(machine = %id, "machine re-identified by its credential");
+    Ok((
+        StatusCode::CREATED,
+        Json(RegisterResponse::Approved {
+            machine_uuid: id,
+            credential: fresh,
+        }),
+    ))
+}
+
+/// The machine of `account` a new registration with `system_uuid` may duplicate: the one
+/// not itself flagged, when exactly one such machine has that UUID and it is no placeholder.
+async fn duplicate_candidate(
+    st: &AppState,
+    account: Uuid,
+    system_uuid: Option<&str>,
+) -> ApiResult<Option<String>> {
+    let Some(su) = system_uuid.filter(|s| !crate::smbios::is_placeholder(s)) else {
+        return Ok(None);
+    };
+    let rows = sqlx::query(
+        "SELECT id FROM machines WHERE account_id = $1 AND LOWER(system_uuid) = $2 \
+         AND duplicate_of IS NULL ORDER BY created_at LIMIT 2",
+    )
+    .bind(account.to_string())
+    .bind(su.to_ascii_lowercase())
+    .fetch_all(&st.db.pool)
+    .await?;
+    Ok(match rows.as_slice() {
+        [one] => Some(one.try_get("id")?),
+        _ => None,
+    })
+}
+
+/// Registration with a bootstrap token: a new machine, approved at once, with the token's
+/// roles. A token never yields a known machine's identity: when the system UUID matches one,
+/// the new machine records it as `duplicate_of` for the operator (docs/protocol.md).
 async fn register_with_token(
     st: &AppStateRef,
     token: &str,
@@ -64,6 +153,10 @@ async fn register_with_token(
         .verify(&st.db, token, OffsetDateTime::now_utc())
         .await
         .map_err(token_error)?;
+    st.limiters
+        .per_token
+        .take(hash_credential(token), std::time::Instant::now())
+        .map_err(|secs| too_many("registrations with this bootstrap token", secs))?;
     let roles = roles_by_name(st, claims.account, &claims.roles)
         .await
         .map_err(|e| {
@@ -73,60 +166,32 @@ async fn register_with_token(
             ))
         })?;
     let credential = new_credential("kmc_");
-    // A machine re-registering (e.g. booted into the installer again) keeps its identity.
-    let existing = match system_uuid {
-        Some(su) => {
-            sqlx::query("SELECT id FROM machines WHERE account_id = $1 AND system_uuid = $2")
-                .bind(claims.account.to_string())
-                .bind(su)
-                .fetch_optional(&st.db.pool)
-                .await?
-                .map(|r| r.try_get::<String, _>("id"))
-                .transpose()?
-        }
-        None => None,
-    };
-    let id = match existing {
-        Some(id) => {
-            let id = parse_uuid(&id)?;
-            sqlx::query(
-                "UPDATE machines SET credential_hash = $1, credential_issued_at = $2, inventory = $3, \
-                 hostname = COALESCE($4, hostname), last_seen_at = $2, environment = 'installer' WHERE id = $5",
-            )
-            .bind(hash_credential(&credential))
-            .bind(now)
-            .bind(inventory)
-            .bind(&req.inventory.hostname)
-            .bind(id.to_string())
-            .execute(&st.db.pool)
-            .await?;
-            id
-        }
-        None => {
-            let id = Uuid::new_v4();
-            sqlx::query(
-                "INSERT INTO machines (id, account_id, state, hostname, system_uuid, inventory, \
-                 credential_hash, credential_issued_at, environment, last_seen_at, created_at) \
-                 VALUES ($1, $2, 'approved', $3, $4, $5, $6, $7, 'installer', $7, $7)",
-            )
-            .bind(id.to_string())
-            .bind(claims.account.to_string())
-            .bind(&req.inventory.hostname)
-            .bind(system_uuid)
-            .bind(inventory)
-            .bind(hash_credential(&credential))
-            .bind(now)
-            .execute(&st.db.pool)
-            .await?;
-            id
-        }
-    };
+    let duplicate_of = duplicate_candidate(st, claims.account, system_uuid.as_deref()).await?;
+    let id = Uuid::new_v4();
+    sqlx::query(
+        "INSERT INTO machines (id, account_id, state, hostname, system_uuid, inventory, \
+         credential_hash, credential_issued_at, environment, last_seen_at, created_at, duplicate_of) \
+         VALUES ($1, $2, 'approved', $3, $4, $5, $6, $7, 'installer', $7, $7, $8)",
+    )
+    .bind(id.to_string())
+    .bind(claims.account.to_string())
+    .bind(&req.inventory.hostname)
+    .bind(system_uuid)
+    .bind(inventory)
+    .bind(hash_credential(&credential))
+    .bind(now)
+    .bind(&duplicate_of)
+    .execute(&st.db.pool)
+    .await?;
     for role in roles {
         sqlx::query("INSERT INTO machine_roles (machine_id, role_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
             .bind(id.to_string())
             .bind(role.id.to_string())
             .execute(&st.db.pool)
             .await?;
+    }
+    if let Some(d) = &duplicate_of {
+        tracing::warn!(machine = %id, duplicate_of = %d, "machine registered with the system UUID of a known machine");
     }
     tracing::info!(machine = %id, account = %claims.account, "machine registered with bootstrap token");
     Ok((
@@ -139,20 +204,30 @@ async fn register_with_token(
 }
 
 #[utoipa::path(post, path = "/api/agent/v1/register", tag = "agent", request_body = RegisterRequest,
-    responses((status = 201, body = RegisterResponse), (status = 401, description = "token invalid, tampered, expired or of an unknown key")))]
+    responses((status = 201, body = RegisterResponse), (status = 401, description = "token invalid, tampered, expired or of an unknown key, or machine credential unknown")))]
 pub async fn register(
     State(st): State<AppStateRef>,
     ip: ClientIp,
     _: Versioned,
+    MaybeCredential(credential): MaybeCredential,
     Json(req): Json<RegisterRequest>,
 ) -> ApiResult<(StatusCode, Json<RegisterResponse>)> {
     let now = now_ms();
     let inventory = serde_json::to_string(&req.inventory).map_err(anyhow::Error::from)?;
+    if let Some(credential) = &credential {
+        return reidentify(&st, credential, &req, &inventory, now).await;
+    }
     let system_uuid = req.inventory.system_uuid.clone().filter(|s| !s.is_empty());
     if let Some(token) = &req.token {
+        rate_limit(
+            &st.limiters.token_register,
+            ip,
+            "registrations with a bootstrap token",
+        )?;
         return register_with_token(&st, token, &req, &inventory, &system_uuid, now).await;
     }
     rate_limit(&st.limiters.register, ip, "registrations without a token")?;
+    sweep_pending(&st, now).await?;
     let id = Uuid::new_v4();
     let claim_secret = new_credential("kcs_");
     let (code, expires) = fresh_code(&st, now).await?;
@@ -181,6 +256,29 @@ pub async fn register(
             claim_secret,
         }),
     ))
+}
+
+/// A pending machine is deleted this long after its last approval code expired.
+pub const PENDING_LIFETIME_MS: i64 = 24 * 3600 * 1000;
+
+/// Deletes the machines still waiting for approval whose last code expired more than
+/// [`PENDING_LIFETIME_MS`] ago (an agent that polls `/claim` gets fresh codes and stays);
+/// counted in `/metrics` as `kiln_pending_machines_expired_total`. Runs on every anonymous
+/// registration and periodically ([`crate::server`]).
+pub async fn sweep_pending(st: &AppState, now: i64) -> ApiResult<u64> {
+    let res = sqlx::query(
+        "DELETE FROM machines WHERE state = 'pending_approval' AND account_id IS NULL \
+         AND COALESCE(code_expires_at, created_at) < $1",
+    )
+    .bind(now - PENDING_LIFETIME_MS)
+    .execute(&st.db.pool)
+    .await?;
+    let n = res.rows_affected();
+    if n > 0 {
+        st.metrics.pending_expired(n);
+        tracing::info!(machines = n, "expired pending machines deleted");
+    }
+    Ok(n)
 }
 
 /// A code not used by another waiting machine, and its expiry.

@@ -646,14 +646,24 @@ pub async fn delete_cred(
     user: User,
     Path(id): Path<Uuid>,
 ) -> ApiResult<StatusCode> {
-    let used: Vec<String> =
-        sqlx::query("SELECT name FROM images WHERE registry_credential_id = $1 ORDER BY name")
-            .bind(id.to_string())
-            .fetch_all(&st.db.pool)
-            .await?
-            .iter()
-            .map(|r| r.try_get("name"))
-            .collect::<Result<_, _>>()?;
+    let not_found = || ApiError::not_found(format!("registry credential {id} not found"));
+    sqlx::query("SELECT id FROM registry_credentials WHERE id = $1 AND account_id = $2")
+        .bind(id.to_string())
+        .bind(user.account.to_string())
+        .fetch_optional(&st.db.pool)
+        .await?
+        .ok_or_else(not_found)?;
+    // Scoped by account too: never name another account's images.
+    let used: Vec<String> = sqlx::query(
+        "SELECT name FROM images WHERE registry_credential_id = $1 AND account_id = $2 ORDER BY name",
+    )
+    .bind(id.to_string())
+    .bind(user.account.to_string())
+    .fetch_all(&st.db.pool)
+    .await?
+    .iter()
+    .map(|r| r.try_get("name"))
+    .collect::<Result<_, _>>()?;
     if !used.is_empty() {
         return Err(ApiError::conflict(format!(
             "registry credential {id} is used by images {}",
@@ -666,9 +676,7 @@ pub async fn delete_cred(
         .execute(&st.db.pool)
         .await?;
     if res.rows_affected() == 0 {
-        return Err(ApiError::not_found(format!(
-            "registry credential {id} not found"
-        )));
+        return Err(not_found());
     }
     Ok(StatusCode::NO_CONTENT)
 }

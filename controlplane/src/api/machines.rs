@@ -69,9 +69,13 @@ pub struct Machine {
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     pub inventory: Inventory,
+    /// The machine this one may duplicate: registered with a bootstrap token and the SMBIOS
+    /// UUID of that known machine (a reinstalled box, or someone holding the token). It never
+    /// received that machine's identity; delete whichever record is stale.
+    pub duplicate_of: Option<Uuid>,
 }
 
-const MACHINE_COLS: &str = "id, state, hostname, inventory, kexec_installer, credential_hash, \
+const MACHINE_COLS: &str = "id, state, hostname, inventory, kexec_installer, credential_hash, duplicate_of, \
                             environment, last_seen_at, created_at";
 
 /// The state shown: the stored one, or offline when heartbeats stopped.
@@ -110,6 +114,11 @@ async fn machine_from_row(st: &AppState, r: &AnyRow) -> ApiResult<Machine> {
         last_seen_at: last_seen.map(ms_to_time),
         created_at: ms_to_time(r.try_get("created_at")?),
         inventory: serde_json::from_str(&inventory).unwrap_or_default(),
+        duplicate_of: r
+            .try_get::<Option<String>, _>("duplicate_of")?
+            .as_deref()
+            .map(parse_uuid)
+            .transpose()?,
     })
 }
 
@@ -576,6 +585,17 @@ pub async fn active_run(db: &Db, machine: Uuid) -> ApiResult<Option<Run>> {
     row.map(|r| run_from_row(&r)).transpose()
 }
 
+/// A run insert refused by the one-active-run index (`runs_one_active`): a concurrent
+/// request won the race.
+fn already_active(machine: Uuid, e: sqlx::Error) -> ApiError {
+    match e.as_database_error() {
+        Some(d) if d.is_unique_violation() => ApiError::conflict(format!(
+            "machine {machine} already has an active run (started by a concurrent request)"
+        )),
+        _ => e.into(),
+    }
+}
+
 /// Body of `POST /api/machines/{id}/provision`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 pub struct ProvisionRequest {
@@ -653,7 +673,8 @@ pub async fn provision(
     .bind(vendor_data)
     .bind(now_ms())
     .execute(&st.db.pool)
-    .await?;
+    .await
+    .map_err(|e| already_active(id, e))?;
     sqlx::query("UPDATE machines SET state = 'provisioning' WHERE id = $1")
         .bind(id.to_string())
         .execute(&st.db.pool)

@@ -14,7 +14,8 @@ use std::time::Instant;
 /// Middleware: times the request, records it and logs one line (no bodies, no headers).
 pub async fn track(State(state): State<AppStateRef>, req: Request, next: Next) -> Response {
     let start = Instant::now();
-    let method = req.method().to_string();
+    // Labels from fixed sets: a stranger's made-up method or path adds no series.
+    let method = crate::metrics::method_label(req.method().as_str());
     let route = req
         .extensions()
         .get::<MatchedPath>()
@@ -23,8 +24,8 @@ pub async fn track(State(state): State<AppStateRef>, req: Request, next: Next) -
     let resp = next.run(req).await;
     let secs = start.elapsed().as_secs_f64();
     let status = resp.status().as_u16();
-    state.metrics.observe(&method, &route, status, secs);
-    tracing::info!(target: "kiln::http", %method, %route, status, ms = (secs * 1000.0) as u64, "request");
+    state.metrics.observe(method, &route, status, secs);
+    tracing::info!(target: "kiln::http", method, %route, status, ms = (secs * 1000.0) as u64, "request");
     resp
 }
 

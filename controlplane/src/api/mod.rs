@@ -19,7 +19,7 @@ use crate::metrics::Metrics;
 use crate::ratelimit::{Limiter, Limiters, RateLimits};
 use crate::secrets::{MasterKey, hash_credential};
 use crate::tokens::TokenKeys;
-use axum::extract::{FromRequestParts, State};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -319,15 +319,18 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
 pub fn rate_limit(limiter: &Limiter, ip: ClientIp, what: &str) -> ApiResult<()> {
     limiter
         .check(ip.0, std::time::Instant::now())
-        .map_err(|secs| {
-            tracing::warn!(client = %ip.0, what, "rate limited");
-            let mut e = ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                format!("too many {what} from {}; try again in {secs} s", ip.0),
-            );
-            e.retry_after = Some(secs);
-            e
-        })
+        .map_err(|secs| too_many(&format!("{what} from {}", ip.0), secs))
+}
+
+/// The 429 answer for too many `what` (e.g. "claims from 10.0.0.1"), retry in `secs`.
+pub fn too_many(what: &str, secs: u64) -> ApiError {
+    tracing::warn!(what, "rate limited");
+    let mut e = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        format!("too many {what}; try again in {secs} s"),
+    );
+    e.retry_after = Some(secs);
+    e
 }
 
 pub fn parse_uuid(s: &str) -> ApiResult<Uuid> {
@@ -426,8 +429,14 @@ pub fn router(state: AppStateRef) -> Router {
         .route("/api/machines/{id}/provision", post(m::provision))
         .route("/api/machines/{id}/runs", get(m::list_runs))
         .route("/api/runs/{id}", get(m::get_run))
-        .route("/api/agent/v1/register", post(ag::register))
-        .route("/api/agent/v1/claim", post(ag::claim))
+        .route(
+            "/api/agent/v1/register",
+            post(ag::register).layer(DefaultBodyLimit::max(ag::REGISTER_BODY_LIMIT)),
+        )
+        .route(
+            "/api/agent/v1/claim",
+            post(ag::claim).layer(DefaultBodyLimit::max(ag::REGISTER_BODY_LIMIT)),
+        )
         .route("/api/agent/v1/heartbeat", post(ag::heartbeat))
         .route("/api/agent/v1/orders", get(ag::orders))
         .route("/api/agent/v1/runs/{id}/events", post(ag::events))

@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use kiln_controlplane::ratelimit::{Limit, RateLimits};
+use kiln_controlplane::ratelimit::RateLimits;
 use kiln_controlplane::server::{self, ServerConfig};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
@@ -107,11 +107,7 @@ async fn main() -> Result<()> {
         heartbeat_secs: args.heartbeat_secs,
         approval_code_secs: 15 * 60,
         rate_limits: if args.no_rate_limits {
-            RateLimits {
-                register: Limit::OFF,
-                claim: Limit::OFF,
-                approve: Limit::OFF,
-            }
+            RateLimits::OFF
         } else {
             RateLimits::default()
         },
