@@ -101,6 +101,15 @@ impl Client {
                 } else {
                     "https"
                 };
+                if realm_scheme == "http" && ep.scheme != "http" && creds.is_some() {
+                    bail!(
+                        "{}: its Bearer realm {realm} is plain HTTP; refusing to send the \
+                         credentials of {} in clear text (a plain-HTTP realm is only used for \
+                         a registry configured as plain HTTP)",
+                        ep.host,
+                        ep.host
+                    );
+                }
                 let agent = self.agent_to(&ep.host, realm_scheme, realm_host)?;
                 let mut last = String::new();
                 for attempt in 1..=self.inner.config.retry.max_attempts {
