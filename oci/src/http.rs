@@ -142,7 +142,7 @@ impl ServerCertVerifier for Unverified {
 }
 
 /// Builds a `ureq::Agent`. Unset settings keep ureq's defaults (redirects: 5, no auth
-/// headers on redirects, no timeouts).
+/// headers on redirects, no timeouts); a redirect from HTTPS to HTTP is always refused.
 #[derive(Debug)]
 pub struct HttpClientBuilder {
     tls: Option<rustls::ClientConfig>,
@@ -222,14 +222,28 @@ impl HttpClientBuilder {
         self
     }
 
-    /// The agent.
+    /// The agent. Redirects are followed by [`FollowRedirects`] (ureq's own following is
+    /// off): a redirect from `https` to `http` is refused.
     pub fn build(self) -> ureq::Agent {
-        let mut b = ureq::AgentBuilder::new();
-        if let Some(tls) = self.tls {
-            b = b.tls_config(Arc::new(tls));
+        let tls = self.tls.clone().map(Arc::new);
+        let hops = self.agent_builder(tls.clone()).build();
+        self.agent_builder(tls)
+            .middleware(FollowRedirects {
+                hops,
+                max: self.redirects.unwrap_or(5),
+                same_host_auth: self.redirect_auth_same_host,
+            })
+            .build()
+    }
+
+    /// A ureq builder with every setting but redirects (none followed).
+    fn agent_builder(&self, tls: Option<Arc<rustls::ClientConfig>>) -> ureq::AgentBuilder {
+        let mut b = ureq::AgentBuilder::new().redirects(0);
+        if let Some(tls) = tls {
+            b = b.tls_config(tls);
         }
-        if let Some(p) = self.proxy {
-            b = b.proxy(p);
+        if let Some(p) = &self.proxy {
+            b = b.proxy(p.clone());
         }
         if let Some(d) = self.connect_timeout {
             b = b.timeout_connect(d);
@@ -243,16 +257,91 @@ impl HttpClientBuilder {
         if let Some(d) = self.timeout {
             b = b.timeout(d);
         }
-        if let Some(n) = self.redirects {
-            b = b.redirects(n);
-        }
-        if self.redirect_auth_same_host {
-            b = b.redirect_auth_headers(ureq::RedirectAuthHeaders::SameHost);
-        }
         if let Some(ua) = &self.user_agent {
             b = b.user_agent(ua);
         }
-        b.build()
+        b
+    }
+}
+
+/// Follows redirects as ureq does (301/302/303 turn a non-GET/HEAD request into a GET;
+/// 307/308 only for GET/HEAD), but refuses a downgrade from `https` to `http`, and keeps the
+/// `Authorization` header only on a redirect to the same host when `same_host_auth`.
+struct FollowRedirects {
+    /// An agent with the same settings and no redirect following, for the later hops.
+    hops: ureq::Agent,
+    max: u32,
+    same_host_auth: bool,
+}
+
+impl ureq::Middleware for FollowRedirects {
+    fn handle(
+        &self,
+        req: ureq::Request,
+        next: ureq::MiddlewareNext,
+    ) -> Result<ureq::Response, ureq::Error> {
+        let mut prev = req.clone();
+        let mut resp = next.handle(req)?;
+        for _ in 0..self.max {
+            let Some(next_req) = self.redirect(&prev, &resp)? else {
+                return Ok(resp);
+            };
+            prev = next_req.clone();
+            resp = next_req.call()?;
+        }
+        if self.max > 0 && (300..400).contains(&resp.status()) {
+            return Err(
+                io_error(format!("{}: more than {} redirects", prev.url(), self.max)).into(),
+            );
+        }
+        Ok(resp)
+    }
+}
+
+fn io_error(msg: String) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::PermissionDenied, msg)
+}
+
+impl FollowRedirects {
+    /// The request a redirect response asks for, if it is one to follow.
+    fn redirect(
+        &self,
+        prev: &ureq::Request,
+        resp: &ureq::Response,
+    ) -> Result<Option<ureq::Request>, std::io::Error> {
+        let Some(location) = resp.header("location") else {
+            return Ok(None);
+        };
+        let method = match (resp.status(), prev.method()) {
+            (301..=303, "GET" | "HEAD") | (307 | 308, "GET" | "HEAD") => prev.method(),
+            (301..=303, _) => "GET",
+            _ => return Ok(None),
+        };
+        let from = url::Url::parse(prev.url()).map_err(|e| io_error(e.to_string()))?;
+        let to = from
+            .join(location)
+            .map_err(|e| io_error(format!("{}: bad redirect {location:?}: {e}", prev.url())))?;
+        if from.scheme() == "https" && to.scheme() != "https" {
+            return Err(io_error(format!(
+                "refusing the redirect from {} to {to}: it downgrades HTTPS to plain HTTP",
+                prev.url()
+            )));
+        }
+        let keep_auth =
+            self.same_host_auth && to.host_str() == from.host_str() && to.port() == from.port();
+        let mut req = self.hops.request_url(method, &to);
+        for name in prev.header_names() {
+            let drop = name.eq_ignore_ascii_case("content-length")
+                || name.eq_ignore_ascii_case("cookie")
+                || (name.eq_ignore_ascii_case("authorization") && !keep_auth);
+            if drop {
+                continue;
+            }
+            for v in prev.all(&name) {
+                req = req.set(&name, v);
+            }
+        }
+        Ok(Some(req))
     }
 }
 
@@ -281,5 +370,96 @@ mod tests {
         for ok in [Trust::WebPki { extra_ca: None }, Trust::Unverified] {
             HttpClientBuilder::new(&ok, "x").unwrap().build();
         }
+    }
+
+    /// An HTTPS server on 127.0.0.1 (certificate from `pki`) answering `/ok` with 200 and
+    /// anything else with `302 Location: <location>`; returns its port.
+    fn redirecting_https(pki: &kiln_testsupport::pki::TestPki, location: String) -> u16 {
+        use rustls_pki_types::PrivateKeyDer;
+        use std::io::{BufRead, BufReader, Write};
+        let certs: Vec<_> = CertificateDer::pem_file_iter(&pki.cert)
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let key = PrivateKeyDer::from_pem_file(&pki.key).unwrap();
+        let config = Arc::new(
+            rustls::ServerConfig::builder_with_provider(provider())
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(certs, key)
+                .unwrap(),
+        );
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for tcp in listener.incoming().flatten() {
+                let conn = rustls::ServerConnection::new(config.clone()).unwrap();
+                let mut tls = BufReader::new(rustls::StreamOwned::new(conn, tcp));
+                let mut line = String::new();
+                if tls.read_line(&mut line).is_err() {
+                    continue;
+                }
+                loop {
+                    let mut h = String::new();
+                    if tls.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
+                        break;
+                    }
+                }
+                let reply = if line.starts_with("GET /ok ") {
+                    "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok".into()
+                } else {
+                    format!(
+                        "HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    )
+                };
+                let w = tls.get_mut();
+                let _ = w.write_all(reply.as_bytes());
+                let _ = w.flush();
+                w.conn.send_close_notify();
+                let _ = w.flush();
+            }
+        });
+        port
+    }
+
+    #[test]
+    fn https_to_http_redirects_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = kiln_testsupport::pki::make_pki(dir.path());
+        // The plain-HTTP target counts the connections it gets.
+        let plain = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let plain_port = plain.local_addr().unwrap().port();
+        plain.set_nonblocking(true).unwrap();
+        let trust = Trust::WebPki {
+            extra_ca: Some(pki.ca.clone()),
+        };
+        let down = redirecting_https(&pki, format!("http://127.0.0.1:{plain_port}/kernel"));
+        // A read timeout, so a client that follows the downgrade fails instead of waiting.
+        let t = || {
+            HttpClientBuilder::new(&trust, "t")
+                .unwrap()
+                .read_timeout(Duration::from_secs(3))
+        };
+        for agent in [t().build(), t().redirects(10, true).build()] {
+            let url = format!("https://127.0.0.1:{down}/installer");
+            let e = agent.get(&url).call().unwrap_err().to_string();
+            assert!(e.contains("downgrades HTTPS to plain HTTP"), "{e}");
+            assert!(e.contains(&format!("127.0.0.1:{plain_port}/kernel")), "{e}");
+        }
+        assert!(
+            plain.accept().is_err(),
+            "the plain-HTTP target was contacted"
+        );
+        // HTTPS to HTTPS is still followed.
+        let up = redirecting_https(&pki, "/ok".into());
+        let agent = HttpClientBuilder::new(&trust, "t").unwrap().build();
+        let body = agent
+            .get(&format!("https://127.0.0.1:{up}/installer"))
+            .call()
+            .unwrap()
+            .into_string()
+            .unwrap();
+        assert_eq!(body, "ok");
     }
 }

@@ -1,7 +1,8 @@
 //! OCI registry client and the Kiln provisioning image format (see docs/image-format.md).
 //!
 //! - [`format`]: media types, layer-0 forms, settings from annotations, platform selection.
-//! - [`compression`], [`single_file_tar`]: `Read` adapters turning layer 0 into disk bytes.
+//! - [`compression`], [`single_file_tar`]: `Read` adapters turning layer 0 into disk bytes;
+//!   [`tar_guard`]: bounds PAX headers and GNU long names before the `tar` crate buffers them.
 //! - [`reference`]: image references with Docker's defaults.
 //! - [`http`]: the one HTTP/TLS client builder (web PKI, extra CA, pinned CA, unverified).
 //! - [`registry`]: the blocking registry client (auth, retries, mirrors, manifests);
@@ -28,3 +29,4 @@ pub mod registry;
 pub mod resolve;
 pub mod retry_after;
 pub mod single_file_tar;
+pub mod tar_guard;

@@ -526,6 +526,44 @@ fn root_custom_ca_tls_registry() {
 }
 
 #[test]
+#[ignore = "root: starts docker-registry with TLS and token auth, and a token server"]
+fn root_https_registry_never_sends_credentials_to_a_plain_http_realm() {
+    use kiln_oci::registry::{ClientConfig, Credentials, HostConfig, Secret};
+    let pki_dir = tempfile::tempdir().unwrap();
+    let pki = make_pki(pki_dir.path());
+    // The token server's realm is http://127.0.0.1:PORT/token; the registry is HTTPS.
+    let tokens = TokenServer::start("kiln", "tok-pw", 3600);
+    let reg = Registry::start_with(tokens.auth(), Some((&pki.cert, &pki.key)));
+    let r = reference(&reg.host(), "kiln/realm:v1");
+    let mut config = ClientConfig::default();
+    config.retry.max_attempts = 2;
+    config.hosts.insert(
+        reg.host(),
+        HostConfig {
+            ca_file: Some(pki.ca.clone()),
+            credentials: Some(Credentials {
+                username: "kiln".into(),
+                password: Secret::new("tok-pw"),
+            }),
+            ..Default::default()
+        },
+    );
+    let err = format!(
+        "{:#}",
+        Client::new(config)
+            .resolve(&r, &Platform::current())
+            .unwrap_err()
+    );
+    assert!(err.contains("in clear text"), "{err}");
+    assert!(!err.contains("tok-pw"), "{err}");
+    let issued = tokens.issued.lock().unwrap().clone();
+    assert!(
+        issued.is_empty(),
+        "the plain-HTTP token server received the credentials: {issued:?}"
+    );
+}
+
+#[test]
 #[ignore = "root: starts docker-registry and two proxies on 127.0.0.1"]
 fn root_blob_redirect_to_storage_with_cuts_resumes_through_the_redirect() {
     let reg = Registry::start(Auth::None);

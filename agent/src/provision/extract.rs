@@ -8,7 +8,9 @@
 //! names (aufs internals) are skipped. Regular files, directories, symlinks, hardlinks,
 //! character/block devices and FIFOs are created with owner, mode (incl. setuid, setgid,
 //! sticky), xattrs (PAX `SCHILY.xattr.*`), and mtime (directories at the end of the layer).
-//! PAX and GNU long names/links come through the `tar` crate.
+//! PAX and GNU long names/links come through the `tar` crate, behind
+//! [`kiln_oci::tar_guard::TarGuard`]: each is at most 1 MiB, refused before it is buffered
+//! (the layer is verified only at its end).
 //!
 //! After the archive's end the rest of the stream is read to EOF: by the input contract
 //! that is when the digest is verified, so a layer whose digest fails is an error.
@@ -29,6 +31,7 @@ use tar::EntryType;
 use super::events::{Meter, Phase, Progress};
 use super::root::{RelPath, Root, gid, list_dir, uid};
 use kiln_oci::compression::{Compression, Decompressor};
+use kiln_oci::tar_guard::TarGuard;
 
 /// Extraction options.
 #[derive(Debug, Clone)]
@@ -132,7 +135,7 @@ fn extract_inner<R: Read + Send>(
         compression: Some(kind),
         ..Default::default()
     };
-    let mut archive = tar::Archive::new(dec);
+    let mut archive = tar::Archive::new(TarGuard::new(dec));
     let mut upper: HashSet<RelPath> = HashSet::new();
     let mut dir_times: Vec<(RelPath, Timespec)> = Vec::new();
     let mut meter = Meter::new(Phase::Extract, total, label.to_string(), progress);
@@ -1133,6 +1136,46 @@ pub(crate) mod tests {
         )
         .unwrap_err();
         assert!(format!("{e:#}").contains("digest mismatch"), "{e:#}");
+    }
+
+    #[test]
+    fn oversized_pax_header_is_refused_before_buffering() {
+        // A PAX header claiming 4 GiB; the source fails past 8 MiB, so buffering it shows.
+        struct Limit<R>(R, u64);
+        impl<R: Read> Read for Limit<R> {
+            fn read(&mut self, b: &mut [u8]) -> io::Result<usize> {
+                if self.1 == 0 {
+                    return Err(io::Error::other(
+                        "read past 8 MiB: the PAX header was buffered",
+                    ));
+                }
+                let k = b.len().min(self.1 as usize);
+                let n = self.0.read(&mut b[..k])?;
+                self.1 -= n as u64;
+                Ok(n)
+            }
+        }
+        for t in [
+            EntryType::XHeader,
+            EntryType::GNULongName,
+            EntryType::GNULongLink,
+        ] {
+            let mut h = tar::Header::new_ustar();
+            h.set_path("PaxHeaders.0/evil").unwrap();
+            h.set_entry_type(t);
+            h.set_size(4 << 30);
+            h.set_cksum();
+            let src = h.as_bytes().chain(io::repeat(b'a').take(4 << 30));
+            let s = Sandbox::new();
+            let r = Root::open(&s.root()).unwrap();
+            let label = "sha256:1234abcd";
+            let e = extract_layer(Limit(src, 8 << 20), &r, &opts(), None, label, &no_progress)
+                .unwrap_err();
+            let msg = format!("{e:#}");
+            assert!(msg.contains(label), "{t:?}: {msg}");
+            assert!(msg.contains("PaxHeaders.0/evil"), "{t:?}: {msg}");
+            assert!(msg.contains("limit is 1048576 bytes"), "{t:?}: {msg}");
+        }
     }
 
     #[test]

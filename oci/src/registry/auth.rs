@@ -63,6 +63,25 @@ pub fn parse_challenge(h: &str) -> Option<Challenge> {
     })
 }
 
+/// The scheme and `host[:port]` of a Bearer realm; a plain-HTTP realm of an HTTPS registry
+/// with credentials is refused (they would travel in clear text).
+fn realm_target<'a>(ep: &Endpoint, realm: &'a str, creds: bool) -> Result<(&'static str, &'a str)> {
+    let (scheme, host) = realm
+        .split_once("://")
+        .map(|(s, rest)| (s, rest.split(['/', '?']).next().unwrap_or("")))
+        .unwrap_or(("https", ""));
+    let scheme = if scheme == "http" { "http" } else { "https" };
+    if scheme == "http" && ep.scheme != "http" && creds {
+        bail!(
+            "{}: its Bearer realm {realm} is plain HTTP; refusing to send the credentials of {} \
+             in clear text (a plain-HTTP realm is only used for a registry configured as plain HTTP)",
+            ep.host,
+            ep.host
+        );
+    }
+    Ok((scheme, host))
+}
+
 impl Client {
     pub(super) fn auth_key(ep: &Endpoint, scope: &str) -> String {
         format!("{} {scope}", ep.host)
@@ -92,15 +111,7 @@ impl Client {
                     .params
                     .get("realm")
                     .ok_or_else(|| anyhow!("{}: Bearer challenge without realm", ep.host))?;
-                let (realm_scheme, realm_host) = realm
-                    .split_once("://")
-                    .map(|(s, rest)| (s, rest.split(['/', '?']).next().unwrap_or("")))
-                    .unwrap_or(("https", ""));
-                let realm_scheme = if realm_scheme == "http" {
-                    "http"
-                } else {
-                    "https"
-                };
+                let (realm_scheme, realm_host) = realm_target(ep, realm, creds.is_some())?;
                 let agent = self.agent_to(&ep.host, realm_scheme, realm_host)?;
                 let mut last = String::new();
                 for attempt in 1..=self.inner.config.retry.max_attempts {
