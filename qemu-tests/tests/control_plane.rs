@@ -283,7 +283,8 @@ fn debian_image() -> Result<PathBuf> {
 
 /// The role's user-data of the Debian test: a greeting from runcmd (once per instance), and
 /// a unit that prints, at the end of every start-up, the system state and the failed units
-/// (`systemctl --failed`) on the serial console.
+/// (`systemctl --failed`) on the serial console, after a `sync`: the test then cuts the
+/// power, and what the first boot made (SSH host keys) must be on the disk.
 const DEBIAN_USER_DATA: &str = r#"#cloud-config
 hostname: kiln-debian
 write_files:
@@ -292,6 +293,7 @@ write_files:
     content: |
       #!/bin/sh
       while systemctl is-system-running | grep -q -e starting -e initializing; do sleep 1; done
+      sync
       echo "KILN-BOOT-DONE $(systemctl is-system-running) failed=[$(systemctl --failed --plain --no-legend | cut -d' ' -f1 | xargs)]" > /dev/ttyS0
   - path: /etc/systemd/system/kiln-boot-report.service
     content: |
