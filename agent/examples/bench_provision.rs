@@ -11,8 +11,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use kiln_agent::provision::{events::no_progress, extract, layer0, root::Root};
-use sha2::{Digest, Sha256};
+use kiln_agent::provision::{confined::Root, events::no_progress, extract, layer0};
 
 fn sh(script: &str) -> Result<()> {
     let st = Command::new("sh").arg("-c").arg(script).status()?;
@@ -94,10 +93,7 @@ fn make_layer(path: &Path, files: usize) -> Result<Vec<u8>> {
 }
 
 fn hex(b: &[u8]) -> String {
-    Sha256::digest(b)
-        .iter()
-        .map(|x| format!("{x:02x}"))
-        .collect()
+    kiln_oci::digest::Digest::of(b).hex().to_string()
 }
 
 fn write_layout(dir: &Path, tar: &[u8], gz: &[u8]) -> Result<()> {

@@ -24,7 +24,7 @@ pub mod mountinfo;
 pub mod network;
 pub mod provision;
 #[cfg(test)]
-mod roottests;
+mod tests;
 pub mod ui;
 
 use std::process::ExitCode;

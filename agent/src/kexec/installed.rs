@@ -20,9 +20,9 @@ use gptman::GPT;
 use super::{Image, Report, boot, carry_consoles};
 use crate::events::Event;
 use crate::provision::bootplan::{BootPlan, boot_plan, find_entry};
+use crate::provision::confined::{RelPath, Root};
 use crate::provision::disk::{Disk, inventory_system, partition_name};
 use crate::provision::gpt::{dps_root_native, format_guid};
-use crate::provision::root::{RelPath, Root};
 use crate::provision::rootfs::{FsType, probe};
 use crate::provision::select::{describe, parse_hints};
 

@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
+use super::confined::{RelPath, Root};
 use super::events::{Event, Phase, Progress};
-use super::root::{RelPath, Root};
 
 /// A boot entry found in the installed root (paths inside the root).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -12,8 +12,8 @@
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
+use super::confined::{RelPath, Root};
 use super::events::{Event, Phase, Progress};
-use super::root::{RelPath, Root};
 
 /// Directory of the seed inside the installed root.
 pub const SEED_DIR: &str = "var/lib/cloud/seed/nocloud";

@@ -28,8 +28,8 @@ use rustix::fs::{AtFlags, FileType, Mode, OFlags, Timespec, Timestamps};
 use serde::{Deserialize, Serialize};
 use tar::EntryType;
 
+use super::confined::{RelPath, Root, gid, list_dir, uid};
 use super::events::{Meter, Phase, Progress};
-use super::root::{RelPath, Root, gid, list_dir, uid};
 use kiln_oci::compression::{Compression, Decompressor};
 use kiln_oci::tar_guard::TarGuard;
 

@@ -11,8 +11,8 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
+use super::confined::{RelPath, Root};
 use super::events::{Event, Phase, Progress};
-use super::root::{RelPath, Root};
 
 /// Where the binary goes.
 pub const AGENT_PATH: &str = "usr/local/sbin/kiln-agent";

@@ -9,12 +9,12 @@ use serde::{Deserialize, Serialize};
 
 use super::bootplan::{BootPlan, boot_plan};
 use super::cloudinit::{Seed, write_seed};
+use super::confined::Root;
 use super::events::{Event, Phase, Progress};
 use super::extract::{LayerReport, Options, extract_layer};
 use super::gpt::{GrowReport, RootChoice, grow_root};
 use super::inject::{InjectSpec, inject_agent};
 use super::layer0::{Layer0Report, Target, wipe_partition_tables, write_layer0};
-use super::root::Root;
 use super::rootfs::{FsSpec, RootFsReport, prepare, unmount};
 
 /// One verified layer stream.
@@ -170,8 +170,8 @@ fn after_layer0(
     }
     if !order.extra_args.is_empty() {
         // For a later boot of this disk from the installer (kexec::installed).
-        let p = super::root::RelPath::of(crate::kexec::installed::KERNEL_ARGS_PATH)?;
-        root.mkdir_all(&super::root::RelPath::of("etc/kiln")?, 0o755)?;
+        let p = super::confined::RelPath::of(crate::kexec::installed::KERNEL_ARGS_PATH)?;
+        root.mkdir_all(&super::confined::RelPath::of("etc/kiln")?, 0o755)?;
         root.write_file(
             &p,
             format!("{}\n", order.extra_args.join(" ")).as_bytes(),

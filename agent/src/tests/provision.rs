@@ -518,7 +518,7 @@ fn root_extraction_matches_umoci_unpack() {
     // Ours, from the same blobs through the verified reader.
     let ours = t.path().join("ours");
     fs::create_dir(&ours).unwrap();
-    let root = root::Root::open(&ours).unwrap();
+    let root = confined::Root::open(&ours).unwrap();
     let ds = layout::layers(&layout_dir).unwrap();
     assert_eq!(ds.len(), descs.len());
     for d in &ds {
