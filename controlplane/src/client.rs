@@ -37,12 +37,34 @@ pub struct Client {
     bearer: Option<String>,
 }
 
+/// The one certificate of a fetched `ca.pem` whose SHA-256 is `pin`. A file holding any
+/// other PEM block is refused: a man in the middle could append its own CA (as a
+/// `CERTIFICATE` or a `TRUSTED CERTIFICATE`) next to the real one.
+pub fn pinned_ca(pem: &str, pin: &str) -> Result<Vec<u8>> {
+    let blocks = pem.matches("-----BEGIN ").count();
+    if blocks != 1 {
+        bail!("holds {blocks} PEM blocks, not exactly one CA certificate; refusing to talk to it");
+    }
+    let der = rustls_pemfile::certs(&mut pem.as_bytes())
+        .next()
+        .context("holds no certificate")?
+        .context("holds a damaged certificate")?;
+    let got = crate::tls::pin(&der);
+    let want = pin.trim().trim_start_matches("sha256:");
+    if !got.eq_ignore_ascii_case(want) {
+        bail!("the CA has SHA-256 {got}, but the pin is {want}; refusing to talk to it");
+    }
+    Ok(der.to_vec())
+}
+
 impl Client {
     /// Connects trust: fetches and checks the CA when given a pin.
     pub async fn new(base: &str, trust: Trust, bearer: Option<String>) -> Result<Client> {
         let base = base.trim_end_matches('/').to_string();
-        let pem = match trust {
-            Trust::CaPem(p) => p,
+        let cert = match trust {
+            Trust::CaPem(p) => {
+                Certificate::from_pem(p.as_bytes()).context("parsing the CA certificate")?
+            }
             Trust::Pin(pin) => {
                 let insecure = reqwest::Client::builder()
                     .use_rustls_tls()
@@ -57,16 +79,11 @@ impl Client {
                     .error_for_status()?
                     .text()
                     .await?;
-                let got = crate::tls::pin_of_pem(&pem).context("parsing the server's ca.pem")?;
-                if !got.eq_ignore_ascii_case(pin.trim()) {
-                    bail!(
-                        "the CA of {base} has SHA-256 {got}, but the pin is {pin}; refusing to talk to it"
-                    );
-                }
-                pem
+                let der = pinned_ca(&pem, &pin).with_context(|| format!("{base}/ca.pem"))?;
+                // Only the pinned certificate is trusted, whatever else the file held.
+                Certificate::from_der(&der).context("parsing the CA certificate")?
             }
         };
-        let cert = Certificate::from_pem(pem.as_bytes()).context("parsing the CA certificate")?;
         let http = reqwest::Client::builder()
             .use_rustls_tls()
             .tls_built_in_root_certs(false)
@@ -245,5 +262,32 @@ fn failure(method: Method, path: &str, status: StatusCode, body: &[u8]) -> ApiFa
         path: path.to_string(),
         status,
         message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_single_pinned_certificate_is_accepted() {
+        let dir = tempfile::tempdir().unwrap();
+        let real =
+            crate::tls::ensure_generated(&dir.path().join("a"), &["localhost".into()]).unwrap();
+        let evil =
+            crate::tls::ensure_generated(&dir.path().join("b"), &["localhost".into()]).unwrap();
+        let real = crate::tls::load(&real).unwrap();
+        let evil_pem = std::fs::read_to_string(&evil.ca_cert).unwrap();
+        assert!(pinned_ca(&real.ca_pem, &real.ca_sha256).is_ok());
+        let trusted = evil_pem.replace("CERTIFICATE", "TRUSTED CERTIFICATE");
+        for (pem, why) in [
+            (format!("{}{evil_pem}", real.ca_pem), "PEM blocks"),
+            (format!("{}{trusted}", real.ca_pem), "PEM blocks"),
+            (evil_pem.clone(), "but the pin is"),
+            (String::new(), "PEM blocks"),
+        ] {
+            let e = pinned_ca(&pem, &real.ca_sha256).unwrap_err();
+            assert!(format!("{e:#}").contains(why), "{e:#}");
+        }
     }
 }

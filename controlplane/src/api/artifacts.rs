@@ -353,14 +353,21 @@ if [ -z "$root" ] && [ "$(id -u)" != 0 ]; then
 fi
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-# The CA is fetched without verification, then accepted only if its SHA-256 matches the pin.
-curl -sfk "$KILN_SERVER/ca.pem" -o "$tmp/ca.pem"
-got=$(sed -e '/-----BEGIN CERTIFICATE-----/,/-----END CERTIFICATE-----/!d' -e '/-----/d' "$tmp/ca.pem" \
-      | base64 -d | sha256sum | cut -d' ' -f1)
+# The CA is fetched without verification, then accepted only if it is one certificate whose
+# SHA-256 matches the pin; curl and the agent then trust a file rebuilt from exactly those
+# bytes (never a second block, a TRUSTED CERTIFICATE one included, that came along).
+curl -sfk "$KILN_SERVER/ca.pem" -o "$tmp/served.pem"
+if [ "$(grep -c -e '-----BEGIN' "$tmp/served.pem")" != 1 ]; then
+    echo "install.sh: $KILN_SERVER/ca.pem must hold exactly one certificate; refusing" >&2
+    exit 1
+fi
+b64=$(sed -e '/-----BEGIN CERTIFICATE-----/,/-----END CERTIFICATE-----/!d' -e '/-----/d' "$tmp/served.pem")
+got=$(printf '%s\n' "$b64" | base64 -d | sha256sum | cut -d' ' -f1)
 if [ "$got" != "$KILN_CA_SHA256" ]; then
     echo "install.sh: the server CA has SHA-256 $got, expected $KILN_CA_SHA256; refusing" >&2
     exit 1
 fi
+{ echo '-----BEGIN CERTIFICATE-----'; printf '%s\n' "$b64"; echo '-----END CERTIFICATE-----'; } > "$tmp/ca.pem"
 curl -sf --cacert "$tmp/ca.pem" "$KILN_SERVER/artifacts/kiln-agent" -o "$tmp/kiln-agent"
 install -d -m 0700 "$root/etc/kiln"
 install -d "$root/usr/local/sbin"
@@ -460,5 +467,74 @@ mod tests {
             .output()
             .unwrap();
         assert_eq!(String::from_utf8(out.stdout).unwrap().trim(), tls.ca_sha256);
+    }
+
+    /// A man in the middle serves the real CA plus its own as a TRUSTED CERTIFICATE block
+    /// (which `curl --cacert` honours while the pin check only hashed the first): install.sh
+    /// must refuse, install nothing and never fetch the agent.
+    #[test]
+    fn install_sh_refuses_a_ca_pem_with_an_extra_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let files =
+            crate::tls::ensure_generated(&dir.path().join("tls"), &["localhost".into()]).unwrap();
+        let tls = crate::tls::load(&files).unwrap();
+        let evil =
+            crate::tls::ensure_generated(&dir.path().join("evil"), &["localhost".into()]).unwrap();
+        let evil_pem = std::fs::read_to_string(&evil.ca_cert).unwrap();
+        let www = dir.path().join("www");
+        std::fs::create_dir_all(www.join("artifacts")).unwrap();
+        std::fs::write(www.join("artifacts/kiln-agent"), "#!/bin/sh\n").unwrap();
+        let tampered = format!(
+            "{}{}",
+            tls.ca_pem,
+            evil_pem
+                .replace("BEGIN CERTIFICATE", "BEGIN TRUSTED CERTIFICATE")
+                .replace("END CERTIFICATE", "END TRUSTED CERTIFICATE")
+        );
+        std::fs::write(www.join("ca.pem"), tampered).unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        let mut server = std::process::Command::new("python3")
+            .args([
+                "-m",
+                "http.server",
+                "--bind",
+                "127.0.0.1",
+                &port.to_string(),
+            ])
+            .current_dir(&www)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let url = format!("http://127.0.0.1:{port}");
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let script = dir.path().join("install.sh");
+        std::fs::write(&script, render_install_sh(&url, &tls.ca_sha256)).unwrap();
+        let prefix = dir.path().join("root");
+        let out = std::process::Command::new("sh")
+            .arg(&script)
+            .env("KILN_TOKEN", "eyJ.abc")
+            .env("KILN_ROOT", &prefix)
+            .output()
+            .unwrap();
+        let _ = server.kill();
+        let _ = server.wait();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success(),
+            "install.sh accepted a tampered ca.pem: {stderr}"
+        );
+        assert!(stderr.contains("exactly one certificate"), "{stderr}");
+        assert!(
+            !prefix.join("etc/kiln/ca.pem").exists(),
+            "something was installed"
+        );
     }
 }
