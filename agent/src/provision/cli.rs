@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
+use kiln_oci::builder::BlobFile;
 use kiln_oci::format::ImageSettings;
+use kiln_oci::layout;
 
 use super::cloudinit::Seed;
 use super::disk::Disk;
@@ -16,7 +18,6 @@ use super::driver;
 use super::events::{Event, Phase};
 use super::gpt::RootChoice;
 use super::inject::{AgentConfig, InjectSpec};
-use super::layout;
 use super::rootfs::FsType;
 use super::run::{LayerInput, provision};
 use super::select::describe;
@@ -180,20 +181,26 @@ fn open_source(a: &Args, sink: &Sink) -> Result<Source> {
     let (layer0, rest, peek): (LayerInput, Vec<LayerInput>, Box<dyn Read + Send>) =
         match (&a.image_file, &a.layer0) {
             (Some(dir), _) => {
-                let ds = layout::layers(dir)?;
-                let (first, others) = ds
+                // kiln-oci's layout reader: linux/amd64 (or the first image), blobs
+                // size-checked, each streamed through its verifying reader.
+                let image = layout::read_platform_image(dir, "linux", "amd64")?;
+                let (first, others) = image
+                    .layers
                     .split_first()
                     .with_context(|| format!("{} has no layers", dir.display()))?;
-                let open = |d: &layout::Descriptor| -> Result<LayerInput> {
+                let open = |b: &BlobFile| -> Result<LayerInput> {
                     Ok(LayerInput {
-                        reader: Box::new(layout::open_blob(dir, d)?),
-                        size: Some(d.size),
-                        label: d.digest.clone(),
+                        reader: Box::new(layout::open_blob(dir, &b.digest)?),
+                        size: Some(b.size),
+                        label: b.digest.to_string(),
                     })
                 };
-                let l0 = open(first)?;
-                let peek = Box::new(File::open(layout::blob_path(dir, &l0.label)?)?);
-                (l0, others.iter().map(open).collect::<Result<_>>()?, peek)
+                let peek = Box::new(File::open(layout::blob_path(dir, &first.digest))?);
+                (
+                    open(first)?,
+                    others.iter().map(open).collect::<Result<_>>()?,
+                    peek,
+                )
             }
             (None, Some(f)) => {
                 let open = |p: &PathBuf| -> Result<LayerInput> {

@@ -30,7 +30,6 @@ pub mod extract;
 pub mod gpt;
 pub mod inject;
 pub mod layer0;
-pub mod layout;
 pub mod rootfs;
 pub mod run;
 pub mod select;

@@ -14,10 +14,10 @@ use super::{Loop, serial, sh};
 use crate::provision::events::no_progress;
 use crate::provision::extract::tests::Layer;
 use crate::provision::gpt::testimg;
-use crate::provision::layout::Verified;
 use crate::provision::rootfs::{FsSpec, FsType};
 use crate::provision::*;
 use kiln_oci::compression::{Compression, compress};
+use kiln_oci::digest::{Digest as OciDigest, VerifyingReader};
 
 fn sha256_hex(b: &[u8]) -> String {
     Sha256::digest(b)
@@ -99,7 +99,7 @@ fn root_provision_end_to_end_on_loop() {
             testimg::make(64 << 20, 512)
         };
         let l0 = compress(Compression::Zstd, &img);
-        let d0 = sha256_hex(&l0);
+        let d0 = OciDigest::of(&l0);
         let tmp = tempfile::tempdir().unwrap();
         let order = run::Order {
             disk: lo.dev.clone(),
@@ -135,16 +135,16 @@ fn root_provision_end_to_end_on_loop() {
             .enumerate()
             .map(|(i, l)| {
                 let l = compress(Compression::Gzip, &l);
-                let d = sha256_hex(&l);
+                let d = OciDigest::of(&l);
                 run::LayerInput {
-                    reader: Box::new(Verified::new(std::io::Cursor::new(l), &d, "l")),
+                    reader: Box::new(VerifyingReader::new(std::io::Cursor::new(l), d, "l")),
                     size: None,
                     label: format!("layer{i}"),
                 }
             })
             .collect();
         let input = run::LayerInput {
-            reader: Box::new(Verified::new(std::io::Cursor::new(l0), &d0, "l0")),
+            reader: Box::new(VerifyingReader::new(std::io::Cursor::new(l0), d0, "l0")),
             size: None,
             label: "l0".into(),
         };
@@ -221,11 +221,11 @@ fn root_corrupt_layer0_leaves_no_bootable_partition_table() {
     write_layer0_ok(&lo, &old);
     let img = testimg::make(96 << 20, 512);
     let mut l0 = compress(Compression::Zstd, &img);
-    let good = sha256_hex(&l0);
+    let good = OciDigest::of(&l0);
     let n = l0.len();
     l0[n / 2] ^= 0x40; // a flipped byte: the digest fails at EOF (decoding may fail first)
     let e = layer0::write_layer0(
-        Verified::new(std::io::Cursor::new(l0), &good, "sha256:l0"),
+        VerifyingReader::new(std::io::Cursor::new(l0), good, "sha256:l0"),
         &lo.dev,
         &no_progress,
     )
@@ -519,16 +519,18 @@ fn root_extraction_matches_umoci_unpack() {
     let ours = t.path().join("ours");
     fs::create_dir(&ours).unwrap();
     let root = confined::Root::open(&ours).unwrap();
-    let ds = layout::layers(&layout_dir).unwrap();
+    let ds = kiln_oci::layout::read_platform_image(&layout_dir, "linux", "amd64")
+        .unwrap()
+        .layers;
     assert_eq!(ds.len(), descs.len());
     for d in &ds {
-        let r = layout::open_blob(&layout_dir, d).unwrap();
+        let r = kiln_oci::layout::open_blob(&layout_dir, &d.digest).unwrap();
         extract::extract_layer(
             r,
             &root,
             &extract::Options::default(),
             Some(d.size),
-            &d.digest,
+            d.digest.as_str(),
             &no_progress,
         )
         .unwrap();
@@ -817,7 +819,7 @@ fn root_boot_installed_plan_on_loop() {
     let lo = Loop::new(DISK);
     let img = testimg::make(64 << 20, 512);
     let l0 = compress(Compression::Zstd, &img);
-    let d0 = sha256_hex(&l0);
+    let d0 = OciDigest::of(&l0);
     let tmp = tempfile::tempdir().unwrap();
     let order = run::Order {
         disk: lo.dev.clone(),
@@ -833,16 +835,16 @@ fn root_boot_installed_plan_on_loop() {
     let layers: Vec<run::LayerInput> = layers_for_boot()
         .into_iter()
         .map(|l| {
-            let d = sha256_hex(&l);
+            let d = OciDigest::of(&l);
             run::LayerInput {
-                reader: Box::new(Verified::new(std::io::Cursor::new(l), &d, "l")),
+                reader: Box::new(VerifyingReader::new(std::io::Cursor::new(l), d, "l")),
                 size: None,
                 label: "layer".into(),
             }
         })
         .collect();
     let input = run::LayerInput {
-        reader: Box::new(Verified::new(std::io::Cursor::new(l0), &d0, "l0")),
+        reader: Box::new(VerifyingReader::new(std::io::Cursor::new(l0), d0, "l0")),
         size: None,
         label: "l0".into(),
     };
