@@ -219,18 +219,30 @@ impl FromRequestParts<AppStateRef> for User {
         let key = bearer(parts).ok_or_else(|| {
             ApiError::unauthorized("missing API key: send `Authorization: Bearer kiln_...`")
         })?;
-        let row = sqlx::query(
+        User::of_api_key(&state.db, key)
+            .await?
+            .ok_or_else(|| ApiError::unauthorized("unknown or revoked API key"))
+    }
+}
+
+impl User {
+    /// The caller an API key stands for; `None` when no unrevoked key has that value (the
+    /// bearer check above and the dashboard's sign-in share it).
+    pub async fn of_api_key(db: &Db, key: &str) -> ApiResult<Option<User>> {
+        let Some(row) = sqlx::query(
             "SELECT id, account_id, is_admin FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
         )
         .bind(hash_credential(key))
-        .fetch_optional(&state.db.pool)
+        .fetch_optional(&db.pool)
         .await?
-        .ok_or_else(|| ApiError::unauthorized("unknown or revoked API key"))?;
-        Ok(User {
+        else {
+            return Ok(None);
+        };
+        Ok(Some(User {
             key_id: parse_uuid(&row.try_get::<String, _>("id")?)?,
             account: parse_uuid(&row.try_get::<String, _>("account_id")?)?,
             is_admin: row.try_get::<i64, _>("is_admin")? != 0,
-        })
+        }))
     }
 }
 

@@ -147,16 +147,15 @@ pub async fn sign_in(
 ) -> ApiResult<Response> {
     check_origin(&headers)?;
     let key = req.api_key.trim();
-    let row = sqlx::query("SELECT id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL")
-        .bind(hash_credential(key))
-        .fetch_optional(&st.db.pool)
+    let key_id = User::of_api_key(&st.db, key)
         .await?
         .ok_or_else(|| {
             ApiError::unauthorized(
                 "unknown or revoked API key; check the key (it starts with kiln_)",
             )
-        })?;
-    let key_id: String = row.try_get("id")?;
+        })?
+        .key_id
+        .to_string();
     let value = new_credential("ks_");
     let now = now_ms();
     sqlx::query("DELETE FROM web_sessions WHERE expires_at <= $1")
