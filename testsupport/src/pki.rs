@@ -14,15 +14,7 @@ pub struct TestPki {
 /// Makes the CA and the server certificate in `dir`.
 pub fn make_pki(dir: &Path) -> TestPki {
     let p = |n: &str| dir.join(n).display().to_string();
-    openssl(&[
-        "ecparam",
-        "-name",
-        "prime256v1",
-        "-genkey",
-        "-noout",
-        "-out",
-        &p("ca.key"),
-    ]);
+    ec_key(&p("ca.key"));
     openssl(&[
         "req",
         "-x509",
@@ -36,15 +28,7 @@ pub fn make_pki(dir: &Path) -> TestPki {
         "-out",
         &p("ca.pem"),
     ]);
-    openssl(&[
-        "ecparam",
-        "-name",
-        "prime256v1",
-        "-genkey",
-        "-noout",
-        "-out",
-        &p("server.key"),
-    ]);
+    ec_key(&p("server.key"));
     openssl(&[
         "req",
         "-new",
@@ -85,6 +69,19 @@ pub fn make_pki(dir: &Path) -> TestPki {
 }
 
 /// Runs `openssl ARGS`; panics with its stderr when it fails.
+/// A new P-256 private key (PEM) at `out`.
+pub(crate) fn ec_key(out: &str) {
+    openssl(&[
+        "ecparam",
+        "-name",
+        "prime256v1",
+        "-genkey",
+        "-noout",
+        "-out",
+        out,
+    ]);
+}
+
 pub(crate) fn openssl(args: &[&str]) {
     let out = Command::new("openssl")
         .args(args)

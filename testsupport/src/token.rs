@@ -11,7 +11,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::http::{header, percent_decode, read_head};
-use crate::pki::openssl;
+use crate::pki::{ec_key, openssl};
 use crate::registry::Auth;
 
 /// A token server for distribution's token auth: ES256 JWTs signed with a key whose
@@ -36,15 +36,7 @@ impl TokenServer {
         use base64::Engine as _;
         let dir = tempfile::tempdir().unwrap();
         let p = |n: &str| dir.path().join(n).display().to_string();
-        openssl(&[
-            "ecparam",
-            "-name",
-            "prime256v1",
-            "-genkey",
-            "-noout",
-            "-out",
-            &p("key.pem"),
-        ]);
+        ec_key(&p("key.pem"));
         openssl(&[
             "pkcs8",
             "-topk8",
